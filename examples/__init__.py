@@ -1,0 +1,1 @@
+"""Example functions and servers for metatwin-functions."""

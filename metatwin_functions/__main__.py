@@ -1,0 +1,5 @@
+"""``python -m metatwin_functions``."""
+
+from .cli import main
+
+raise SystemExit(main())

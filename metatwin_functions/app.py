@@ -1,0 +1,75 @@
+"""Ready-made apps: `create_app` for Hypercorn and `FunctionServer`, the first SDK's entry point."""
+
+from __future__ import annotations
+
+from quart import Quart, Response
+from werkzeug.exceptions import HTTPException
+
+from .envelope import failure_body
+from .http import functions_blueprint, json_response
+from .logs import configure_logging
+from .registry import FunctionRegistry, default_registry
+from .server import serve
+from .settings import Settings, load_settings
+
+__all__ = ["FunctionServer", "create_app"]
+
+
+def create_app(
+    registry: FunctionRegistry | None = None,
+    settings: Settings | None = None,
+    *,
+    url_prefix: str | None = None,
+    docs: bool = True,
+    configure_logs: bool = True,
+) -> Quart:
+    """A Quart app serving ``registry`` (default: every ``@Function``) at ``/exec`` and ``/ready``.
+
+    Run it with ``app.run()`` locally, ``hypercorn module:app`` in a container, or
+    `FunctionServer`. ``docs`` adds ``/openapi.json`` and ``/docs``; ``configure_logs`` sets up
+    the contract's log format from the settings.
+    """
+    config = load_settings() if settings is None else settings
+    if configure_logs:
+        configure_logging(config)
+    app = Quart("metatwin_functions")
+    app.config["MAX_CONTENT_LENGTH"] = config.functions_max_body_size
+    app.register_blueprint(functions_blueprint(registry, config), url_prefix=url_prefix)
+    app.register_error_handler(HTTPException, _json_http_error)
+    if docs:
+        from .docs import enable_docs
+
+        enable_docs(app)
+    return app
+
+
+async def _json_http_error(error: HTTPException) -> Response:
+    # The app's own pages (404, 405) answer in JSON too: this app is an API, not a website.
+    body = failure_body(
+        error.description or error.name, {"executionId": None, "errorKind": "http_error"}
+    )
+    return json_response(body, error.code or 500)
+
+
+class FunctionServer:
+    """The first SDK's server API: ``FunctionServer().start()`` serves every ``@Function``.
+
+    ``app`` is the Quart app, for mounting or testing; keyword arguments override settings
+    (``FunctionServer(functions_port=9000)``).
+    """
+
+    def __init__(
+        self,
+        registry: FunctionRegistry | None = None,
+        settings: Settings | None = None,
+        **overrides: object,
+    ) -> None:
+        self.settings = load_settings(**overrides) if settings is None else settings
+        self.registry = default_registry if registry is None else registry
+        self.app = create_app(self.registry, self.settings)
+
+    def start(self) -> None:
+        """Serve until SIGTERM or Ctrl-C, then drain calls in flight and return."""
+        serve(self.app, self.settings, self.registry)
+
+    run = start

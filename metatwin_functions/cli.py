@@ -1,0 +1,108 @@
+"""Command line: ``metatwin-functions serve|describe|call MODULE...``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from .envelope import ExecRequest
+from .errors import MetaTwinFunctionsError
+from .registry import default_registry
+
+__all__ = ["main"]
+
+
+def _import_modules(names: Sequence[str]) -> None:
+    # Like ``python -m``: modules are found relative to the working directory.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in names:
+        module = name[:-3].replace("/", ".") if name.endswith(".py") else name
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise SystemExit(f"error: cannot import '{module}': {exc}") from exc
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .app import FunctionServer
+    from .settings import load_settings
+
+    overrides: dict[str, object] = {}
+    if args.host is not None:
+        overrides["functions_host"] = args.host
+    if args.port is not None:
+        overrides["functions_port"] = args.port
+    FunctionServer(settings=load_settings(**overrides)).start()
+    return 0
+
+
+def _describe(_: argparse.Namespace) -> int:
+    from .catalog import functions_catalog
+
+    print(json.dumps(functions_catalog(default_registry), indent=2))
+    return 0
+
+
+def _call(args: argparse.Namespace) -> int:
+    from .invocation import Invoker
+    from .settings import load_settings
+
+    try:
+        call_args = json.loads(args.args)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"error: --args is not valid JSON: {exc}") from exc
+    if not isinstance(call_args, dict):
+        raise SystemExit("error: --args must be a JSON object")
+    invoker = Invoker(default_registry, load_settings())
+    try:
+        outcome = asyncio.run(invoker.invoke(ExecRequest("cli", args.function, call_args)))
+    finally:
+        invoker.close()
+    print(json.dumps(json.loads(outcome.body), indent=2))
+    return 0 if outcome.status == "success" else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the command line."""
+    parser = argparse.ArgumentParser(
+        prog="metatwin-functions",
+        description="Serve, describe or call the @Function functions of Python modules.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the modules' functions over HTTP")
+    serve.add_argument(
+        "modules", nargs="+", help="modules to import, e.g. examples.simple_function"
+    )
+    serve.add_argument("--host", help="bind host (default: CRBR_FUNCTIONS_HOST or 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="bind port (default: CRBR_FUNCTIONS_PORT or 8000)")
+    serve.set_defaults(handler=_serve)
+
+    describe = commands.add_parser("describe", help="print the functions as the platform sees them")
+    describe.add_argument("modules", nargs="+")
+    describe.set_defaults(handler=_describe)
+
+    call = commands.add_parser("call", help="call one function locally and print the response")
+    call.add_argument("modules", nargs="+")
+    call.add_argument("--function", "-f", required=True, help="the function's name")
+    call.add_argument("--args", "-a", default="{}", help="arguments as a JSON object")
+    call.set_defaults(handler=_call)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``metatwin-functions`` and ``python -m metatwin_functions``."""
+    args = build_parser().parse_args(argv)
+    _import_modules(args.modules)
+    try:
+        code: int = args.handler(args)
+    except MetaTwinFunctionsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return code

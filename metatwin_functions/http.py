@@ -1,0 +1,128 @@
+"""The Quart blueprint: ``POST /exec`` and ``GET /ready``, with the runtime's lifecycle.
+
+Mount it into any Quart app; its serving hooks start and stop the runtime, and its JSON error
+handlers cover only its own routes, so the host app's pages and JSON provider stay untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from pydantic_core import to_json
+from quart import Blueprint, Response, current_app, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from .envelope import EnvelopeError, envelope_error_body, failure_body, parse_exec_request
+from .registry import FunctionRegistry, default_registry
+from .runtime import FunctionRuntime, runtimes_of
+from .settings import Settings, load_settings
+
+__all__ = ["functions_blueprint", "json_response"]
+
+JSON = "application/json"
+logger = logging.getLogger("metatwin_functions.http")
+
+
+def json_response(body: bytes, status: int = 200) -> Response:
+    """A response with a ready-made JSON body."""
+    return Response(body, status=status, content_type=JSON)
+
+
+def functions_blueprint(
+    registry: FunctionRegistry | None = None,
+    settings: Settings | None = None,
+    *,
+    name: str = "metatwin_functions",
+) -> Blueprint:
+    """A blueprint serving ``registry`` (default: the ``@Function`` registry).
+
+    ``settings`` default to the ``CRBR_*`` environment, read now so that bad configuration fails
+    at start-up. Register it with ``app.register_blueprint(bp, url_prefix=...)``.
+    """
+    functions = default_registry if registry is None else registry
+    config = load_settings() if settings is None else settings
+    blueprint = Blueprint(name, __name__)
+
+    def runtime() -> FunctionRuntime:
+        runtimes = runtimes_of(current_app)
+        found = runtimes.get(name)
+        if found is None:
+            # Served without the serving hooks (e.g. ``app.test_client()``): start bare.
+            found = runtimes[name] = FunctionRuntime(functions, config)
+            found.state = "ready"
+        return found
+
+    @blueprint.before_app_serving
+    async def start_runtime() -> None:
+        started = FunctionRuntime(functions, config)
+        runtimes_of(current_app)[name] = started
+        await started.start()
+
+    @blueprint.after_app_serving
+    async def stop_runtime() -> None:
+        stopping = runtimes_of(current_app).get(name)
+        if stopping is not None:
+            await stopping.stop()
+
+    async def execute() -> Response:
+        """Call a function: ``{"executionId", "functionName", "args"}``."""
+        serving = runtime()
+        if serving.state != "ready":
+            return _unavailable(serving)
+        request.max_content_length = config.functions_max_body_size
+        body = await request.get_data(cache=False)
+        try:
+            call = parse_exec_request(body)
+        except EnvelopeError as error:
+            return json_response(envelope_error_body(error), 422)
+        outcome = await serving.invoker.invoke(call)
+        return json_response(outcome.body)
+
+    async def ready() -> Response:
+        """Readiness: 200 once started, 503 while starting or draining."""
+        serving = runtime()
+        status = 200 if serving.state == "ready" else 503
+        return json_response(to_json(serving.ready_payload()), status)
+
+    execute.__metatwin_registry__ = functions  # type: ignore[attr-defined]
+    ready.__metatwin_ready__ = True  # type: ignore[attr-defined]
+    blueprint.add_url_rule("/exec", "exec", execute, methods=["POST"])
+    blueprint.add_url_rule("/ready", "ready", ready, methods=["GET"])
+    blueprint.register_error_handler(RequestEntityTooLarge, _too_large(config))
+    blueprint.register_error_handler(HTTPException, _http_error)
+    blueprint.register_error_handler(Exception, _unexpected_error)
+    return blueprint
+
+
+def _unavailable(serving: FunctionRuntime) -> Response:
+    body = failure_body(
+        f"Server is {serving.state}; retry on another instance",
+        {"executionId": None, "errorKind": "unavailable"},
+    )
+    response = json_response(body, 503)
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+def _too_large(config: Settings) -> Callable[[RequestEntityTooLarge], Awaitable[Response]]:
+    async def handle(_: RequestEntityTooLarge) -> Response:
+        problem = f"body is larger than the limit of {config.functions_max_body_size} bytes"
+        return json_response(envelope_error_body(EnvelopeError([problem])), 413)
+
+    return handle
+
+
+async def _http_error(error: HTTPException) -> Response:
+    body = failure_body(
+        error.description or error.name, {"executionId": None, "errorKind": "http_error"}
+    )
+    return json_response(body, error.code or 500)
+
+
+async def _unexpected_error(error: Exception) -> Response:
+    logger.error(
+        "Unexpected error while serving %s %s", request.method, request.path, exc_info=error
+    )
+    body = failure_body("Internal server error", {"executionId": None, "errorKind": "internal"})
+    return json_response(body, 500)

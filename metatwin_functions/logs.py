@@ -1,0 +1,90 @@
+"""Log set-up: readable text for ``local-dev``, one JSON object per line everywhere else.
+
+A handler filter copies the current call's execution id and function name onto every record, so
+lines written by user code during a call carry them too. Hypercorn's own loggers share the
+handler, so its lines follow the same format.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TextIO
+
+from pythonjsonlogger.json import JsonFormatter
+
+from .context import _current
+from .settings import Settings
+
+__all__ = ["ExecutionContextFilter", "configure_logging"]
+
+SDK_LOGGER = "metatwin_functions"
+SERVER_LOGGERS = ("hypercorn.error", "hypercorn.access")
+
+
+class ExecutionContextFilter(logging.Filter):
+    """Adds ``execution_id`` and ``function_name`` of the call in progress to each record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = _current.get()
+        if context is not None:
+            record.execution_id = context.execution_id
+            record.function_name = context.function_name
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    """Human-readable lines with the call's identity appended when there is one."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        line = super().formatMessage(record)
+        execution_id = getattr(record, "execution_id", None)
+        if execution_id is None:
+            return line
+        suffix = f" [{record.function_name} execution_id={execution_id!r}"  # type: ignore[attr-defined]
+        status = getattr(record, "status", None)
+        if status is not None:
+            suffix += f" status={status}"
+        return line + suffix + "]"
+
+
+def _json_formatter(deployment_id: str) -> logging.Formatter:
+    return JsonFormatter(
+        "%(levelname)s %(message)s %(name)s",
+        rename_fields={"levelname": "level", "name": "logger", "exc_info": "exc_info"},
+        static_fields={"deployment_id": deployment_id},
+        timestamp=True,
+        json_ensure_ascii=False,
+    )
+
+
+class _SdkHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Marks the handler we installed, so configuring twice replaces instead of doubling."""
+
+
+def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
+    """Route the root logger (and Hypercorn's) through one handler in the contract's format.
+
+    ``CRBR_FUNCTIONS_LOG_LEVEL`` sets the level of the SDK and user code, ``CRBR_UVICORN_LOG_LEVEL``
+    that of the server's own lines. Calling it again replaces the previous set-up.
+    """
+    handler = _SdkHandler(sys.stdout if stream is None else stream)
+    handler.addFilter(ExecutionContextFilter())
+    formatter = TextFormatter() if settings.is_local else _json_formatter(settings.deployment_id)
+    handler.setFormatter(formatter)
+
+    root = logging.getLogger()
+    for existing in [h for h in root.handlers if isinstance(h, _SdkHandler)]:
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(settings.functions_log_level)
+    logging.getLogger(SDK_LOGGER).setLevel(settings.functions_log_level)
+
+    for name in SERVER_LOGGERS:
+        server_logger = logging.getLogger(name)
+        server_logger.handlers.clear()
+        server_logger.propagate = True
+        server_logger.setLevel(settings.uvicorn_log_level)

@@ -1,0 +1,222 @@
+"""``@Function``: turning Python functions into `FunctionSpec` records of a `FunctionRegistry`."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, overload
+
+from .errors import RegistrationError
+from .signature import SignatureInfo, read_signature
+
+__all__ = ["Function", "FunctionRegistry", "FunctionSpec", "default_registry"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionSpec:
+    """A registered function and everything serving it needs, computed once."""
+
+    name: str
+    description: str
+    func: Callable[..., Any]
+    is_async: bool
+    timeout: float | None
+    signature: SignatureInfo = field(repr=False)
+
+
+class FunctionRegistry:
+    """An ordered set of functions, addressed by name."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, FunctionSpec] = {}
+
+    def register(
+        self,
+        func: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        timeout: float | None = None,
+    ) -> FunctionSpec:
+        """Register ``func`` and return its spec; `RegistrationError` if it cannot be served."""
+        spec = build_spec(func, name=name, description=description, timeout=timeout)
+        existing = self._specs.get(spec.name)
+        if existing is not None and not _same_definition(existing.func, func):
+            raise RegistrationError(
+                f"A function named '{spec.name}' is already registered "
+                f"({_where(existing.func)}); pick another name for {_where(func)}"
+            )
+        self._specs[spec.name] = spec
+        return spec
+
+    def function(
+        self,
+        name: str | None = None,
+        *,
+        description: str | None = None,
+        timeout: float | None = None,
+    ) -> Callable[[F], F]:
+        """Decorator form of `register`, bound to this registry."""
+
+        def decorate(func: F) -> F:
+            self.register(func, name=name, description=description, timeout=timeout)
+            return func
+
+        return decorate
+
+    def get(self, name: str) -> FunctionSpec | None:
+        """The spec registered under ``name``, or ``None``."""
+        return self._specs.get(name)
+
+    def unregister(self, name: str) -> None:
+        """Forget the function registered under ``name`` (no error if there is none)."""
+        self._specs.pop(name, None)
+
+    def clear(self) -> None:
+        """Forget every function."""
+        self._specs.clear()
+
+    @property
+    def names(self) -> list[str]:
+        """Registered names in registration order."""
+        return list(self._specs)
+
+    def __iter__(self) -> Iterator[FunctionSpec]:
+        return iter(list(self._specs.values()))
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def __repr__(self) -> str:
+        return f"FunctionRegistry({self.names!r})"
+
+
+default_registry = FunctionRegistry()
+"""The registry ``@Function`` uses unless given another."""
+
+
+def build_spec(
+    func: Callable[..., Any],
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout: float | None = None,
+) -> FunctionSpec:
+    """Inspect ``func`` once and build its `FunctionSpec`."""
+    if not callable(func) or isinstance(func, type):
+        raise RegistrationError(
+            f"@Function needs a function (async def or def), got {type(func).__name__}: {func!r}"
+        )
+    resolved_name = getattr(func, "__name__", None) if name is None else name
+    if not isinstance(resolved_name, str) or not resolved_name.strip():
+        raise RegistrationError(
+            f"@Function needs a non-empty string name for {func!r}, got {resolved_name!r}"
+        )
+    if description is not None and not isinstance(description, str):
+        raise RegistrationError(f"Function '{resolved_name}': description must be a string")
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise RegistrationError(
+            f"Function '{resolved_name}': timeout must be a positive number of seconds, "
+            f"got {timeout!r}"
+        )
+    if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
+        raise RegistrationError(
+            f"Function '{resolved_name}': generators cannot be served; return a list instead"
+        )
+    return FunctionSpec(
+        name=resolved_name,
+        description=_first_docstring_line(func) if description is None else description,
+        func=func,
+        is_async=_is_async(func),
+        timeout=None if timeout is None else float(timeout),
+        signature=read_signature(func, resolved_name),
+    )
+
+
+@overload
+def Function(func: F, /) -> F: ...
+@overload
+def Function(
+    name: str | None = None,
+    /,
+    *,
+    description: str | None = None,
+    timeout: float | None = None,
+    registry: FunctionRegistry | None = None,
+) -> Callable[[F], F]: ...
+@overload
+def Function(
+    *,
+    name: str | None,
+    description: str | None = None,
+    timeout: float | None = None,
+    registry: FunctionRegistry | None = None,
+) -> Callable[[F], F]: ...
+def Function(  # noqa: N802 - the contract's name for the decorator
+    func_or_name: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout: float | None = None,
+    registry: FunctionRegistry | None = None,
+) -> Any:
+    """Register a function to be served.
+
+    Every form works: ``@Function``, ``@Function()``, ``@Function("name")`` and
+    ``@Function(name=..., description=..., timeout=..., registry=...)``. The name defaults to the
+    function's ``__name__``, the description to the first line of its docstring, the timeout to
+    ``CRBR_FUNCTIONS_TIMEOUT``; no timeout exceeds ``CRBR_FUNCTIONS_MAX_TIMEOUT``. The function is
+    returned unchanged, so it stays callable as before.
+    """
+    target = default_registry if registry is None else registry
+    if func_or_name is not None and not isinstance(func_or_name, str):
+        target.register(func_or_name, name=name, description=description, timeout=timeout)
+        return func_or_name
+    if func_or_name is not None and name is not None:
+        raise RegistrationError("@Function got two names; pass it once")
+    return target.function(
+        func_or_name if func_or_name is not None else name,
+        description=description,
+        timeout=timeout,
+    )
+
+
+def _is_async(func: Callable[..., Any]) -> bool:
+    if inspect.iscoroutinefunction(func):
+        return True
+    call = getattr(func, "__call__", None)  # noqa: B004 - async callable objects count too
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _first_docstring_line(func: Callable[..., Any]) -> str:
+    doc = inspect.getdoc(func)
+    if not doc:
+        return ""
+    return doc.strip().splitlines()[0].strip()
+
+
+def _same_definition(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
+    # A module imported twice (e.g. as a script and as a module) re-registers the same code.
+    return a is b or (
+        getattr(a, "__module__", None) == getattr(b, "__module__", None)
+        and getattr(a, "__qualname__", None) == getattr(b, "__qualname__", None)
+    )
+
+
+def _where(func: Callable[..., Any]) -> str:
+    module = getattr(func, "__module__", "?")
+    qualname = getattr(func, "__qualname__", repr(func))
+    return f"{module}.{qualname}"

@@ -1,0 +1,56 @@
+"""Sessions: ``nox -s tests`` (3.11 and 3.13), ``lint``, ``typecheck``, ``bench``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+
+
+def _add_pyenv_interpreters() -> None:
+    """Let nox find the pyenv-installed Pythons that are not on PATH."""
+    pyenv = shutil.which("pyenv")
+    roots = [os.environ.get("PYENV_ROOT", ""), str(Path.home() / ".pyenv")]
+    if pyenv:
+        result = subprocess.run([pyenv, "root"], capture_output=True, text=True, check=False)
+        roots.insert(0, result.stdout.strip())
+    for root in filter(None, roots):
+        versions = Path(root) / "versions"
+        if not versions.is_dir():
+            continue
+        for version in sorted(versions.iterdir()):
+            bin_dir = version / "bin"
+            if bin_dir.is_dir() and str(bin_dir) not in os.environ["PATH"].split(os.pathsep):
+                os.environ["PATH"] += os.pathsep + str(bin_dir)
+
+
+_add_pyenv_interpreters()
+
+
+@nox.session(python=["3.11", "3.13"])
+def tests(session: nox.Session) -> None:
+    """Unit and integration tests (the broker tests need RabbitMQ on 127.0.0.1:5672)."""
+    session.install("-e", ".[tests]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python="3.11")
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package."""
+    session.install("-e", ".", "mypy")
+    session.run("mypy", "--strict", "metatwin_functions")

@@ -1,0 +1,29 @@
+"""Shared fixtures: a clean ``CRBR_*`` environment and settings built in code."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from metatwin_functions import Settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tests state their settings; a developer's CRBR_* variables must not leak in.
+    for name in list(os.environ):
+        if name.startswith("CRBR_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def settings() -> Settings:
+    """Settings without a broker and with short timeouts."""
+    return Settings(
+        deployment_id="test-deployment",
+        enable_events=False,
+        functions_timeout=2,
+        functions_max_timeout=5,
+        _env_file=None,  # type: ignore[call-arg]
+    )

@@ -1,0 +1,254 @@
+"""The blueprint and app over Quart's test client, with serving hooks running."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from quart import Quart, jsonify
+from quart.typing import TestClientProtocol as Client
+
+from metatwin_functions import FunctionRegistry, Settings, create_app, functions_blueprint
+from metatwin_functions.runtime import runtimes_of
+
+
+@pytest.fixture
+def registry() -> FunctionRegistry:
+    functions = FunctionRegistry()
+
+    @functions.function(description="Adds two numbers together")
+    async def add_numbers(a: int, b: int) -> int:
+        return a + b
+
+    @functions.function()
+    async def slow(seconds: float = 0.3) -> str:
+        await asyncio.sleep(seconds)
+        return "done"
+
+    @functions.function()
+    def shout(text: str) -> str:
+        """Upper-case a text."""
+        return text.upper()
+
+    return functions
+
+
+@pytest.fixture
+async def app(registry: FunctionRegistry, settings: Settings) -> AsyncIterator[Quart]:
+    application = create_app(registry, settings, configure_logs=False)
+    async with application.test_app():
+        yield application
+
+
+@pytest.fixture
+def client(app: Quart) -> Client:
+    return app.test_client()
+
+
+async def post_exec(client: Client, body: Any, path: str = "/exec") -> tuple[int, Any]:
+    data = body if isinstance(body, bytes | str) else json.dumps(body)
+    response = await client.post(path, data=data, headers={"Content-Type": "application/json"})
+    assert response.content_type == "application/json"
+    return response.status_code, await response.get_json()
+
+
+async def test_exec_returns_the_contract_envelope(client: Client) -> None:
+    status, body = await post_exec(
+        client,
+        {"executionId": "unique-id-123", "functionName": "add_numbers", "args": {"a": 5, "b": 3}},
+    )
+    assert status == 200
+    assert body["success"] is True
+    assert body["result"] == 8
+    assert body["error"] is None
+    assert body["metadata"]["executionId"] == "unique-id-123"
+
+
+async def test_exec_echoes_an_empty_execution_id(client: Client) -> None:
+    status, body = await post_exec(
+        client, {"executionId": "", "functionName": "shout", "args": {"text": "hi"}}
+    )
+    assert (status, body["result"], body["metadata"]["executionId"]) == (200, "HI", "")
+
+
+async def test_exec_reports_function_errors_with_http_200(client: Client) -> None:
+    status, body = await post_exec(client, {"executionId": "e1", "functionName": "nope"})
+    assert status == 200
+    assert body == {
+        "success": False,
+        "result": None,
+        "error": "Function 'nope' not found",
+        "metadata": {
+            "executionId": "e1",
+            "durationMs": body["metadata"]["durationMs"],
+            "errorKind": "not_found",
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"", "not valid JSON"),
+        (b"[1, 2]", "must be a JSON object, got array"),
+        ({"functionName": "add_numbers"}, "'executionId' is required"),
+        ({"executionId": "x"}, "'functionName' is required"),
+        ({"executionId": 1, "functionName": "add_numbers"}, "'executionId' must be a string"),
+        ({"executionId": "x", "functionName": None}, "'functionName' must be a string"),
+        ({"executionId": "x", "functionName": "add_numbers", "args": [1]}, "'args' must be"),
+    ],
+)
+async def test_invalid_envelope_is_422_json_saying_what_is_wrong(
+    client: Client, body: Any, problem: str
+) -> None:
+    status, answer = await post_exec(client, body)
+    assert status == 422
+    assert answer["success"] is False
+    assert problem in answer["error"]
+    assert answer["metadata"]["errorKind"] == "invalid_request"
+
+
+async def test_body_over_the_limit_is_413_json(registry: FunctionRegistry) -> None:
+    small = Settings(enable_events=False, functions_max_body_size=2048, _env_file=None)  # type: ignore[call-arg]
+    app = create_app(registry, small, configure_logs=False)
+    async with app.test_app():
+        body = {"executionId": "big", "functionName": "shout", "args": {"text": "x" * 4096}}
+        status, answer = await post_exec(app.test_client(), body)
+        assert status == 413
+        assert "larger than the limit of 2048 bytes" in answer["error"]
+        status, _ = await post_exec(
+            app.test_client(), {"executionId": "s", "functionName": "shout", "args": {"text": "x"}}
+        )
+        assert status == 200
+
+
+async def test_unknown_routes_and_methods_answer_json(client: Client) -> None:
+    missing = await client.get("/nowhere")
+    wrong_method = await client.get("/exec")
+    assert (missing.status_code, missing.content_type) == (404, "application/json")
+    assert (wrong_method.status_code, wrong_method.content_type) == (405, "application/json")
+    assert (await wrong_method.get_json())["success"] is False
+
+
+async def test_ready_lists_the_functions(client: Client) -> None:
+    response = await client.get("/ready")
+    assert response.status_code == 200
+    assert await response.get_json() == {
+        "status": "ready",
+        "deployment_id": "test-deployment",
+        "function_count": 3,
+        "functions": ["add_numbers", "slow", "shout"],
+        "rabbitmq_enabled": False,
+        "rabbitmq_connected": False,
+    }
+
+
+async def test_draining_refuses_new_calls_and_ready_says_503(app: Quart, client: Client) -> None:
+    in_flight = asyncio.ensure_future(
+        post_exec(client, {"executionId": "long", "functionName": "slow", "args": {"seconds": 0.3}})
+    )
+    await asyncio.sleep(0.05)
+    runtime = runtimes_of(app)["metatwin_functions"]
+    drained = asyncio.ensure_future(runtime.drain(timeout=5))
+    await asyncio.sleep(0.01)
+
+    ready = await client.get("/ready")
+    refused_status, refused = await post_exec(
+        client, {"executionId": "new", "functionName": "shout", "args": {"text": "a"}}
+    )
+    assert ready.status_code == 503
+    assert (await ready.get_json())["status"] == "draining"
+    assert refused_status == 503
+    assert refused["metadata"]["errorKind"] == "unavailable"
+    assert await drained is True
+    status, body = await in_flight
+    assert (status, body["result"]) == (200, "done")
+
+
+async def test_openapi_documents_each_functions_arguments(client: Client) -> None:
+    response = await client.get("/openapi.json")
+    spec = await response.get_json()
+    operation = spec["paths"]["/exec"]["post"]
+    variants = operation["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
+    assert [v["$ref"].rsplit("/", 1)[1] for v in variants] == [
+        "Call_add_numbers",
+        "Call_slow",
+        "Call_shout",
+    ]
+    add = spec["components"]["schemas"]["Call_add_numbers"]
+    assert add["description"] == "Adds two numbers together"
+    assert add["properties"]["functionName"] == {"const": "add_numbers"}
+    args = add["properties"]["args"]
+    assert args["required"] == ["a", "b"]
+    assert args["properties"]["a"]["type"] == "integer"
+    assert (
+        spec["components"]["schemas"]["Call_slow"]["properties"]["args"]["properties"]["seconds"][
+            "default"
+        ]
+        == 0.3
+    )
+    assert {"200", "413", "422"} <= set(operation["responses"])
+    docs = await client.get("/docs")
+    assert docs.status_code == 200
+    assert "swagger" in (await docs.get_data(as_text=True)).lower()
+
+
+async def test_blueprint_mounts_into_a_host_app_without_changing_it(
+    registry: FunctionRegistry, settings: Settings
+) -> None:
+    host = Quart("host")
+
+    @host.get("/hello")
+    async def hello() -> Any:
+        return jsonify(greeting="hi")
+
+    @host.errorhandler(404)
+    async def not_found(_: Exception) -> tuple[str, int]:
+        return "host page", 404
+
+    json_provider = type(host.json)
+    host.register_blueprint(functions_blueprint(registry, settings), url_prefix="/functions")
+    async with host.test_app():
+        client = host.test_client()
+        status, body = await post_exec(
+            client,
+            {"executionId": "m", "functionName": "add_numbers", "args": {"a": 1, "b": 2}},
+            path="/functions/exec",
+        )
+        assert (status, body["result"]) == (200, 3)
+        assert (await client.get("/functions/ready")).status_code == 200
+        assert (await (await client.get("/hello")).get_json()) == {"greeting": "hi"}
+        missing = await client.get("/missing")
+        assert (missing.status_code, await missing.get_data(as_text=True)) == (404, "host page")
+        assert type(host.json) is json_provider
+        status, _ = await post_exec(client, b"nope", path="/functions/exec")
+        assert status == 422
+
+
+async def test_two_blueprints_on_one_app_keep_separate_runtimes(settings: Settings) -> None:
+    first, second = FunctionRegistry(), FunctionRegistry()
+    first.register(lambda: 1, name="one")
+    second.register(lambda: 2, name="two")
+    host = Quart("host")
+    host.register_blueprint(functions_blueprint(first, settings, name="first"), url_prefix="/a")
+    host.register_blueprint(functions_blueprint(second, settings, name="second"), url_prefix="/b")
+    async with host.test_app():
+        client = host.test_client()
+        a = await (await client.get("/a/ready")).get_json()
+        b = await (await client.get("/b/ready")).get_json()
+        assert (a["functions"], b["functions"]) == (["one"], ["two"])
+
+
+async def test_test_client_without_serving_hooks_still_serves(
+    registry: FunctionRegistry, settings: Settings
+) -> None:
+    app = create_app(registry, settings, configure_logs=False, docs=False)
+    status, body = await post_exec(
+        app.test_client(),
+        {"executionId": "t", "functionName": "add_numbers", "args": {"a": 2, "b": 2}},
+    )
+    assert (status, body["result"]) == (200, 4)
