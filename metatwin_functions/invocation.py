@@ -100,19 +100,21 @@ class Invoker:
             self._in_flight -= 1
             if self._in_flight == 0 and self._idle is not None:
                 self._idle.set()
+                self._idle = None
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no call is running, at most ``timeout`` seconds; True if idle."""
         if self._in_flight == 0:
             return True
-        self._idle = asyncio.Event()
+        # One event shared by every waiter (a second drain must not orphan the first).
+        if self._idle is None:
+            self._idle = asyncio.Event()
+        idle = self._idle
         try:
             async with asyncio.timeout(timeout):
-                await self._idle.wait()
+                await idle.wait()
         except TimeoutError:
             return False
-        finally:
-            self._idle = None
         return True
 
     def close(self) -> None:
