@@ -1,16 +1,37 @@
-"""The functions as the platform sees them: the contract's ``FunctionInfo`` records."""
+"""The functions as the platform sees them: the contract's ``FunctionInfo`` records.
+
+Used by the deployment-started event and by ``metatwin-functions describe``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypedDict
 
 from .registry import FunctionRegistry, FunctionSpec
 
-__all__ = ["function_info", "functions_catalog"]
+__all__ = ["ArgumentPayload", "FunctionPayload", "function_payload", "functions_catalog"]
 
 
-def function_info(spec: FunctionSpec) -> dict[str, Any]:
-    """One function's entry of the deployment-started payload."""
+class ArgumentPayload(TypedDict):
+    """One parameter of a function, as the platform reads it."""
+
+    name: str
+    type: str
+    required: bool
+    description: str | None
+
+
+class FunctionPayload(TypedDict):
+    """One function of the started event."""
+
+    name: str
+    description: str
+    args: list[ArgumentPayload]
+    returnType: str
+
+
+def function_payload(spec: FunctionSpec) -> FunctionPayload:
+    """Describe one registered function the way the started event lists it."""
     return {
         "name": spec.name,
         "description": spec.description,
@@ -27,6 +48,6 @@ def function_info(spec: FunctionSpec) -> dict[str, Any]:
     }
 
 
-def functions_catalog(registry: FunctionRegistry) -> list[dict[str, Any]]:
+def functions_catalog(registry: FunctionRegistry) -> list[FunctionPayload]:
     """Every registered function's entry, in registration order."""
-    return [function_info(spec) for spec in registry]
+    return [function_payload(spec) for spec in registry]

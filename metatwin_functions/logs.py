@@ -20,6 +20,9 @@ __all__ = ["ExecutionContextFilter", "configure_logging"]
 
 SDK_LOGGER = "metatwin_functions"
 SERVER_LOGGERS = ("hypercorn.error", "hypercorn.access")
+# aiormq logs an ERROR per failed connect and aio-pika a WARNING (with a traceback) per
+# reconnect; the events service reports each outage itself, once.
+BROKER_CLIENT_LOGGERS = ("aiormq", "aio_pika")
 
 
 class ExecutionContextFilter(logging.Filter):
@@ -88,3 +91,6 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
         server_logger.handlers.clear()
         server_logger.propagate = True
         server_logger.setLevel(settings.uvicorn_log_level)
+    broker_level = logging.DEBUG if settings.functions_log_level == "DEBUG" else logging.CRITICAL
+    for name in BROKER_CLIENT_LOGGERS:
+        logging.getLogger(name).setLevel(broker_level)

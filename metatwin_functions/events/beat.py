@@ -1,0 +1,136 @@
+"""The started event, then the health beat: one background loop per service.
+
+The started event counts as delivered only when the broker routed and confirmed it; until then it
+is retried with back-off, and at once when a lost connection comes back. It is sent once per
+process lifetime, keeping the same correlation id across retries. Then a healthy beat goes out at
+once and every ``health_check_interval`` seconds; while the broker is down the loop waits for the
+link instead of publishing into the void, and beats again as soon as it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ..registry import FunctionRegistry
+from ..settings import Settings
+from .connection import BrokerLink, OutageLog, backoff_delay
+from .payloads import healthy_event, started_event
+from .publisher import EventPublisher, PublishOutcome, PublishResult
+
+__all__ = ["HealthBeat"]
+
+
+class HealthBeat:
+    """Delivers the started event once, then the healthy beat forever.
+
+    Args:
+        link: The broker link (connected or not).
+        publisher: Publishes to the link's exchange.
+        settings: Deployment id, interval and retry delay.
+        registry: The functions the events describe.
+        logger: Where delivery problems are reported.
+        outage: Shared with the link, so one outage gives one warning.
+    """
+
+    def __init__(
+        self,
+        link: BrokerLink,
+        publisher: EventPublisher,
+        settings: Settings,
+        registry: FunctionRegistry,
+        logger: logging.Logger,
+        outage: OutageLog,
+    ) -> None:
+        self._link = link
+        self._publisher = publisher
+        self._settings = settings
+        self._registry = registry
+        self._logger = logger
+        self._outage = outage
+        self._started_delivered = False
+        self._beats_delivered = 0
+        self._unrouted_warned: set[str] = set()
+
+    @property
+    def started_delivered(self) -> bool:
+        """True once the broker confirmed the started event."""
+        return self._started_delivered
+
+    @property
+    def beats_delivered(self) -> int:
+        """Healthy beats the broker confirmed so far."""
+        return self._beats_delivered
+
+    async def run(self) -> None:
+        """Deliver the started event, then beat until cancelled."""
+        if not self._started_delivered:
+            await self._deliver_started()
+        await self._beat_forever()
+
+    async def _deliver_started(self) -> None:
+        event = started_event(self._settings.deployment_id, self._registry)
+        failures = 0
+        while True:
+            await self._link.wait_connected()
+            result = await self._publisher.publish(event)
+            if result.delivered:
+                self._started_delivered = True
+                self._outage.recovered("RabbitMQ accepts events again")
+                self._logger.info(
+                    "Deployment started event delivered (deployment %s, %d functions)",
+                    self._settings.deployment_id,
+                    len(self._registry),
+                )
+                return
+            failures += 1
+            self._report_failure(result, "started event")
+            if self._link.connected:
+                # The broker is there but did not take it: back off. A lost connection instead
+                # loops straight into wait_connected, so the retry follows the reconnect at once.
+                await asyncio.sleep(backoff_delay(failures, self._settings.retry_delay))
+
+    async def _beat_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self._settings.health_check_interval
+        next_due = loop.time()
+        while True:
+            delay = next_due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if not self._link.connected:
+                self._logger.debug("Healthy beat skipped: RabbitMQ is down")
+                await self._link.wait_connected()
+                next_due = loop.time()  # beat at once when the broker is back
+                continue
+            next_due += interval
+            if next_due < loop.time():  # fell behind (slow broker): skip, do not burst
+                next_due = loop.time() + interval
+            result = await self._publisher.publish(
+                healthy_event(self._settings.deployment_id, self._registry)
+            )
+            if result.delivered:
+                self._beats_delivered += 1
+                self._unrouted_warned.discard("healthy beat")
+                self._outage.recovered("RabbitMQ accepts healthy beats again")
+                self._logger.debug("Healthy beat delivered")
+            else:
+                self._report_failure(result, "healthy beat")
+
+    def _report_failure(self, result: PublishResult, what: str) -> None:
+        if result.outcome is PublishOutcome.UNROUTED:
+            # Not an outage: the broker works but nobody listens. Said once per event kind.
+            if what not in self._unrouted_warned:
+                self._unrouted_warned.add(what)
+                retry = " (retrying until a queue is bound)" if what == "started event" else ""
+                self._logger.warning("RabbitMQ returned the %s: %s%s", what, result.detail, retry)
+            return
+        if result.outcome is PublishOutcome.NOT_CONNECTED or not self._link.connected:
+            # The link reports the outage itself; one warning per outage is enough.
+            self._logger.debug("%s not delivered: %s", what.capitalize(), result.detail)
+            return
+        self._outage.problem(
+            "RabbitMQ did not confirm the %s (%s); events are retried or skipped until it does",
+            what,
+            result.detail,
+        )
