@@ -32,7 +32,7 @@ def create_app(
     config = load_settings() if settings is None else settings
     if configure_logs:
         configure_logging(config)
-    app = Quart("metatwin_functions")
+    app = Quart("metatwin_functions", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = config.functions_max_body_size
     app.register_blueprint(functions_blueprint(registry, config), url_prefix=url_prefix)
     app.register_error_handler(HTTPException, _json_http_error)

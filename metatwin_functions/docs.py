@@ -1,22 +1,29 @@
-"""OpenAPI documentation of the functions through quart-schema.
+"""OpenAPI documentation of the functions through quart-schema, loaded on first use.
 
 quart-schema documents routes from static models; ``/exec`` takes a different ``args`` object per
 function, so `FunctionsOpenAPIProvider` replaces that route's request body with a ``oneOf`` of one
 envelope per function, discriminated by ``functionName``, each with its arguments' JSON Schema.
+
+`enable_docs` serves ``/openapi.json`` and ``/docs`` without installing the ``QuartSchema``
+extension on the app: that extension wraps every response and swaps the app's JSON provider, a
+cost on each ``/exec`` call for pages read now and then. quart-schema is imported only when a
+docs page is first requested, so start-up and memory do not pay for it either.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from quart import Quart
-from quart_schema import QuartSchema
-from quart_schema.openapi import OpenAPIProvider
-from werkzeug.routing import Rule
+from quart import Quart, Response, render_template_string
 
+from .http import json_response
 from .registry import FunctionRegistry
 
-__all__ = ["FunctionsOpenAPIProvider", "enable_docs", "exec_openapi"]
+if TYPE_CHECKING:
+    from quart_schema.openapi import OpenAPIProvider
+    from werkzeug.routing import Rule
+
+__all__ = ["FunctionsOpenAPIProvider", "enable_docs", "exec_openapi"]  # noqa: F822 - lazy
 
 _RESPONSE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -87,35 +94,91 @@ def exec_openapi(registry: FunctionRegistry) -> tuple[dict[str, Any], dict[str, 
     return {"requestBody": request_body, "responses": responses}, components
 
 
-class FunctionsOpenAPIProvider(OpenAPIProvider):
-    """quart-schema provider that documents each function's arguments on ``/exec``."""
+def _provider_class() -> type[OpenAPIProvider]:
+    from quart_schema.openapi import OpenAPIProvider
 
-    def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
-        paths, components = super().build_paths(rule)
-        view = self._app.view_functions[rule.endpoint]
-        registry = getattr(view, "__metatwin_registry__", None)
-        if isinstance(registry, FunctionRegistry):
-            operation, extra = exec_openapi(registry)
-            for operations in paths.values():
-                for method in operations.values():
-                    method.update(operation)
-            components.update(extra)
-        elif rule.endpoint.endswith(".ready") and getattr(view, "__metatwin_ready__", False):
-            for operations in paths.values():
-                for method in operations.values():
-                    method["responses"] = {
-                        "200": _json_content(_READY_SCHEMA, "Ready"),
-                        "503": _json_content(_READY_SCHEMA, "Starting or draining"),
-                    }
-        return paths, components
+    class FunctionsOpenAPIProvider(OpenAPIProvider):
+        """quart-schema provider that documents each function's arguments on ``/exec``."""
+
+        def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
+            paths, components = super().build_paths(rule)
+            view = self._app.view_functions[rule.endpoint]
+            registry = getattr(view, "__metatwin_registry__", None)
+            if isinstance(registry, FunctionRegistry):
+                operation, extra = exec_openapi(registry)
+                for operations in paths.values():
+                    for method in operations.values():
+                        method.update(operation)
+                components.update(extra)
+            elif getattr(view, "__metatwin_ready__", False):
+                for operations in paths.values():
+                    for method in operations.values():
+                        method["responses"] = {
+                            "200": _json_content(_READY_SCHEMA, "Ready"),
+                            "503": _json_content(_READY_SCHEMA, "Starting or draining"),
+                        }
+            return paths, components
+
+    return FunctionsOpenAPIProvider
 
 
-def enable_docs(app: Quart, *, title: str = "MetaTwin functions", version: str = "") -> QuartSchema:
-    """Serve ``/openapi.json`` and ``/docs`` (Swagger UI) for ``app``."""
-    return QuartSchema(
-        app,
-        info={"title": title, "version": version or "1"},
-        openapi_provider_class=FunctionsOpenAPIProvider,
-        redoc_ui_path=None,
-        scalar_ui_path=None,
-    )
+def __getattr__(name: str) -> Any:
+    # ``FunctionsOpenAPIProvider`` for apps that install QuartSchema themselves, built on demand
+    # so importing this module does not import quart-schema.
+    if name == "FunctionsOpenAPIProvider":
+        return _provider_class()
+    raise AttributeError(name)
+
+
+_SWAGGER_JS = "https://cdnjs.cloudflare.com/ajax/libs/swagger-ui/5.4.2/swagger-ui-bundle.js"
+_SWAGGER_CSS = "https://cdnjs.cloudflare.com/ajax/libs/swagger-ui/5.4.2/swagger-ui.min.css"
+
+
+class _Docs:
+    """The two docs views of one app."""
+
+    def __init__(self, app: Quart, title: str, version: str) -> None:
+        self.app = app
+        self.title = title
+        self.version = version
+
+    async def openapi(self) -> Response:
+        # Built per request: documents are read rarely, and functions may be added at any time.
+        from pydantic_core import to_json
+        from quart_schema import QuartSchema
+
+        extension = QuartSchema(info={"title": self.title, "version": self.version})
+        self.app.config.setdefault("QUART_SCHEMA_CONVERSION_PREFERENCE", None)
+        self.app.config.setdefault("QUART_SCHEMA_CONVERT_CASING", False)
+        provider = _provider_class()(self.app, extension)
+        return json_response(to_json(provider.schema()))
+
+    async def swagger_ui(self) -> str:
+        from quart_schema.extension import SWAGGER_TEMPLATE
+
+        return await render_template_string(
+            SWAGGER_TEMPLATE,
+            title=self.title,
+            swagger_js_url=self.app.config.get("QUART_SCHEMA_SWAGGER_JS_URL", _SWAGGER_JS),
+            swagger_css_url=self.app.config.get("QUART_SCHEMA_SWAGGER_CSS_URL", _SWAGGER_CSS),
+        )
+
+
+def enable_docs(app: Quart, *, title: str = "MetaTwin functions", version: str = "1") -> None:
+    """Serve ``/openapi.json`` and ``/docs`` (Swagger UI) for ``app``.
+
+    The document covers every route of the app, and each function's arguments on ``/exec``.
+    """
+    docs = _Docs(app, title, version)
+
+    async def openapi() -> Response:
+        return await docs.openapi()
+
+    async def swagger_ui() -> str:
+        return await docs.swagger_ui()
+
+    # The docs pages are not part of the documented API.
+    openapi._quart_schema_hidden = True  # type: ignore[attr-defined]
+    swagger_ui._quart_schema_hidden = True  # type: ignore[attr-defined]
+    app.add_url_rule("/openapi.json", "openapi", openapi)
+    app.add_url_rule("/docs", "swagger_ui", swagger_ui)

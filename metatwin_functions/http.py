@@ -6,12 +6,14 @@ handlers cover only its own routes, so the host app's pages and JSON provider st
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import NoReturn
 
 from pydantic_core import to_json
 from quart import Blueprint, Response, current_app, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, RequestTimeout
 
 from .envelope import EnvelopeError, envelope_error_body, failure_body, parse_exec_request
 from .registry import FunctionRegistry, default_registry
@@ -26,7 +28,37 @@ logger = logging.getLogger("metatwin_functions.http")
 
 def json_response(body: bytes, status: int = 200) -> Response:
     """A response with a ready-made JSON body."""
-    return Response(body, status=status, content_type=JSON)
+    response = Response(body, status=status, content_type=JSON)
+    # A complete bytes body needs no send timeout; without one Quart skips a task per response.
+    response.timeout = None
+    return response
+
+
+async def read_body(limit: int) -> bytes:
+    """The request body, raising `RequestEntityTooLarge` past ``limit`` bytes.
+
+    The blueprint enforces its own limit: the app's ``MAX_CONTENT_LENGTH`` belongs to the host.
+    """
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise RequestEntityTooLarge()
+    try:
+        async with asyncio.timeout(current_app.config["BODY_TIMEOUT"]):
+            if declared is not None:
+                data: bytes = await request.body
+                return data if len(data) <= limit else _too_large_body()
+            received = bytearray()
+            async for chunk in request.body:
+                received += chunk
+                if len(received) > limit:
+                    _too_large_body()
+            return bytes(received)
+    except TimeoutError:
+        raise RequestTimeout() from None
+
+
+def _too_large_body() -> NoReturn:
+    raise RequestEntityTooLarge()
 
 
 def functions_blueprint(
@@ -70,8 +102,7 @@ def functions_blueprint(
         serving = runtime()
         if serving.state != "ready":
             return _unavailable(serving)
-        request.max_content_length = config.functions_max_body_size
-        body = await request.get_data(cache=False)
+        body = await read_body(config.functions_max_body_size)
         try:
             call = parse_exec_request(body)
         except EnvelopeError as error:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
+from pydantic_core import to_json
 from pythonjsonlogger.json import JsonFormatter
 
 from .context import _current
@@ -54,13 +55,19 @@ class TextFormatter(logging.Formatter):
         return line + suffix + "]"
 
 
+class _JsonLinesFormatter(JsonFormatter):
+    """python-json-logger's record handling, serialized by pydantic-core (about twice as fast)."""
+
+    def jsonify_log_record(self, log_data: dict[str, Any]) -> str:
+        return to_json(log_data, fallback=str).decode()
+
+
 def _json_formatter(deployment_id: str) -> logging.Formatter:
-    return JsonFormatter(
+    return _JsonLinesFormatter(
         "%(levelname)s %(message)s %(name)s",
         rename_fields={"levelname": "level", "name": "logger", "exc_info": "exc_info"},
         static_fields={"deployment_id": deployment_id},
         timestamp=True,
-        json_ensure_ascii=False,
     )
 
 

@@ -126,6 +126,44 @@ async def test_body_over_the_limit_is_413_json(registry: FunctionRegistry) -> No
         assert status == 200
 
 
+async def test_mounted_blueprint_enforces_its_own_body_limit(registry: FunctionRegistry) -> None:
+    small = Settings(enable_events=False, functions_max_body_size=2048, _env_file=None)  # type: ignore[call-arg]
+    host = Quart("host")  # keeps Quart's own 16 MiB MAX_CONTENT_LENGTH
+    host.register_blueprint(functions_blueprint(registry, small), url_prefix="/fn")
+    async with host.test_app():
+        body = {"executionId": "big", "functionName": "shout", "args": {"text": "x" * 4096}}
+        status, answer = await post_exec(host.test_client(), body, path="/fn/exec")
+    assert status == 413
+    assert answer["metadata"]["errorKind"] == "invalid_request"
+    assert host.config["MAX_CONTENT_LENGTH"] != 2048
+
+
+async def test_docs_are_served_without_installing_quart_schema_on_the_app(
+    app: Quart, client: Client
+) -> None:
+    spec = await (await client.get("/openapi.json")).get_json()
+    assert "QUART_SCHEMA" not in app.extensions
+    assert set(spec["paths"]) == {"/exec", "/ready"}
+    assert set(spec["paths"]["/ready"]["get"]["responses"]) == {"200", "503"}
+
+
+async def test_host_app_with_quart_schema_can_document_the_functions(
+    registry: FunctionRegistry, settings: Settings
+) -> None:
+    from quart_schema import QuartSchema
+
+    from metatwin_functions.docs import FunctionsOpenAPIProvider
+
+    host = Quart("host")
+    QuartSchema(host, openapi_provider_class=FunctionsOpenAPIProvider)
+    host.register_blueprint(functions_blueprint(registry, settings), url_prefix="/fn")
+    async with host.test_app():
+        spec = await (await host.test_client().get("/openapi.json")).get_json()
+    body = spec["paths"]["/fn/exec"]["post"]["requestBody"]["content"]["application/json"]
+    assert len(body["schema"]["oneOf"]) == 3
+    assert "Call_add_numbers" in spec["components"]["schemas"]
+
+
 async def test_unknown_routes_and_methods_answer_json(client: Client) -> None:
     missing = await client.get("/nowhere")
     wrong_method = await client.get("/exec")

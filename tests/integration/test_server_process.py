@@ -48,6 +48,24 @@ def test_invalid_envelope_is_422_and_a_huge_body_413_over_the_wire(server: Serve
     assert huge.json()["success"] is False
 
 
+def test_a_chunked_body_over_the_limit_is_413(server: ServerProcess) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"executionId": "chunked", "functionName": "echo", "args": {"message": "'
+        for _ in range(40):
+            yield b"x" * 65536
+        yield b'"}}'
+
+    answer = httpx.post(server.base_url + "/exec", content=chunks())
+    small = httpx.post(
+        server.base_url + "/exec",
+        content=iter(
+            [b'{"executionId": "c", "functionName": "echo", ', b'"args": {"message": "hi"}}']
+        ),
+    )
+    assert (answer.status_code, answer.json()["success"]) == (413, False)
+    assert (small.status_code, small.json()["result"]) == (200, "Echo: hi")
+
+
 def test_plain_def_functions_do_not_block_the_server(server: ServerProcess) -> None:
     async def burst() -> tuple[float, float, list[dict[str, object]]]:
         async with httpx.AsyncClient(base_url=server.base_url, timeout=15) as client:
