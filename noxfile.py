@@ -54,3 +54,10 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
     session.install("-e", ".", "mypy")
     session.run("mypy", "--strict", "metatwin_functions")
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Per-call CPU, latency, start-up and memory of the SDK beside its peers (needs wrk)."""
+    session.install("-e", ".", "-r", "benchmarks/requirements.txt")
+    session.run("python", "benchmarks/run.py", *session.posargs)

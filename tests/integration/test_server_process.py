@@ -171,8 +171,18 @@ def test_mounted_app_example_serves_next_to_host_routes() -> None:
         process.stop()
 
 
-def test_hypercorn_command_line_serves_create_app() -> None:
-    process = ServerProcess("hypercorn", "examples.asgi_app:app", "--bind", "127.0.0.1:{port}")
+def test_hypercorn_command_line_serves_create_app_with_json_logs() -> None:
+    process = ServerProcess(
+        "hypercorn",
+        "examples.asgi_app:app",
+        "--bind",
+        "127.0.0.1:{port}",
+        # Hypercorn's command line gives its loggers a text handler of its own; sending that one
+        # to /dev/null leaves the lines to the SDK's JSON handler (see README).
+        "--error-logfile",
+        "/dev/null",
+        env={"CRBR_DEPLOYMENT_ID": "prod-hc"},
+    )
     try:
         process.wait_ready()
         answer = httpx.post(process.base_url + "/exec", json=call("echo", message="hi")).json()
@@ -181,3 +191,6 @@ def test_hypercorn_command_line_serves_create_app() -> None:
         assert process.wait() == 0
     finally:
         process.stop()
+    records = [json.loads(line) for line in process.lines if line.strip()]
+    assert all(record["deployment_id"] == "prod-hc" for record in records)
+    assert sum("Running on" in record["message"] for record in records) == 1

@@ -1,0 +1,133 @@
+"""The rows of the table: what each one runs and with which environment."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+__all__ = ["REPO", "ROWS", "Row", "base_env", "unavailable"]
+
+REPO = Path(__file__).resolve().parent.parent
+PEERS = REPO / "benchmarks" / "peers"
+SDK_MODULE = "examples.simple_function"
+BROKER = ("127.0.0.1", 5672)
+# A fresh exchange per run, so the events row never publishes into the platform's own.
+_EXCHANGE = f"bench-{uuid.uuid4().hex[:12]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One server set-up, measured the same way as every other."""
+
+    name: str
+    about: str
+    argv: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    needs_sdk: bool = False
+    needs_broker: bool = False
+
+
+# The SDK as deployed: its own CLI and default runner, cwd = the repository root.
+SDK_ARGV = (sys.executable, "-m", "metatwin_functions", "serve", SDK_MODULE)
+
+
+def _peer(script: str) -> tuple[str, ...]:
+    return (sys.executable, str(PEERS / script))
+
+
+ROWS: dict[str, Row] = {
+    row.name: row
+    for row in (
+        Row(
+            "sdk-info",
+            "SDK default runner, JSON logs at INFO (as deployed)",
+            SDK_ARGV,
+            {"CRBR_FUNCTIONS_LOG_LEVEL": "INFO"},
+            needs_sdk=True,
+        ),
+        Row(
+            "sdk-warning",
+            "SDK default runner, JSON logs at WARNING",
+            SDK_ARGV,
+            {"CRBR_FUNCTIONS_LOG_LEVEL": "WARNING"},
+            needs_sdk=True,
+        ),
+        Row(
+            "sdk-events",
+            "sdk-info with events on (broker on 127.0.0.1:5672, guest/guest)",
+            SDK_ARGV,
+            {
+                "CRBR_FUNCTIONS_LOG_LEVEL": "INFO",
+                "CRBR_RABBITMQ_HOSTNAME": BROKER[0],
+                "CRBR_RABBITMQ_PORT": str(BROKER[1]),
+                "CRBR_RABBITMQ_USERNAME": "guest",
+                "CRBR_RABBITMQ_PASSWORD": "guest",
+                "CRBR_RABBITMQ_EXCHANGE": _EXCHANGE,
+            },
+            needs_sdk=True,
+            needs_broker=True,
+        ),
+        Row("quart-bare", "minimal Quart app on the same Hypercorn", _peer("quart_bare.py")),
+        Row("asgi-raw", "raw ASGI callable on the same Hypercorn", _peer("asgi_raw.py")),
+        Row(
+            "fastapi-peer",
+            "FastAPI + uvicorn like the first SDK (pydantic models, 2 INFO JSON lines per call)",
+            _peer("fastapi_peer.py"),
+            {"CRBR_FUNCTIONS_LOG_LEVEL": "INFO"},
+        ),
+    )
+}
+
+
+def base_env(port: int) -> dict[str, str]:
+    """The environment of every row: ours, without any CRBR_* the caller happens to have set."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRBR_")}
+    env.update(
+        CRBR_FUNCTIONS_HOST="127.0.0.1",
+        CRBR_FUNCTIONS_PORT=str(port),
+        CRBR_DEPLOYMENT_ID="bench",  # anything but local-dev: JSON logs, as deployed
+    )
+    return env
+
+
+@cache
+def _sdk_problem() -> str | None:
+    if not (REPO / "examples" / "simple_function.py").is_file():
+        return "examples/simple_function.py does not exist"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "metatwin_functions", "serve", "--help"],
+            cwd=REPO,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return "`python -m metatwin_functions serve --help` did not finish in 30 s"
+    if done.returncode != 0:
+        return "`python -m metatwin_functions serve --help` failed (no serve CLI yet?)"
+    return None
+
+
+@cache
+def _broker_problem() -> str | None:
+    try:
+        with socket.create_connection(BROKER, timeout=0.5):
+            return None
+    except OSError:
+        return f"no broker on {BROKER[0]}:{BROKER[1]}"
+
+
+def unavailable(row: Row) -> str | None:
+    """Why a row cannot run on this machine now, or None."""
+    if row.needs_sdk and (problem := _sdk_problem()):
+        return problem
+    if row.needs_broker and (problem := _broker_problem()):
+        return problem
+    return None
