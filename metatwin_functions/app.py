@@ -5,8 +5,8 @@ from __future__ import annotations
 from quart import Quart, Response
 from werkzeug.exceptions import HTTPException
 
-from .envelope import failure_body
-from .http import functions_blueprint, json_response
+from .fastpath import ExecFastPath
+from .http import functions_blueprint, http_error_body, json_response
 from .logs import configure_logging
 from .registry import FunctionRegistry, default_registry
 from .server import serve
@@ -34,7 +34,9 @@ def create_app(
         configure_logging(config)
     app = Quart("metatwin_functions", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = config.functions_max_body_size
-    app.register_blueprint(functions_blueprint(registry, config), url_prefix=url_prefix)
+    blueprint = functions_blueprint(registry, config)
+    app.register_blueprint(blueprint, url_prefix=url_prefix)
+    app.asgi_app = ExecFastPath(app, app.asgi_app, blueprint.name)  # type: ignore[method-assign]
     app.register_error_handler(HTTPException, _json_http_error)
     if docs:
         from .docs import enable_docs
@@ -45,10 +47,7 @@ def create_app(
 
 async def _json_http_error(error: HTTPException) -> Response:
     # The app's own pages (404, 405) answer in JSON too: this app is an API, not a website.
-    body = failure_body(
-        error.description or error.name, {"executionId": None, "errorKind": "http_error"}
-    )
-    return json_response(body, error.code or 500)
+    return json_response(http_error_body(error), error.code or 500)
 
 
 class FunctionServer:

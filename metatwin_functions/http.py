@@ -20,7 +20,14 @@ from .registry import FunctionRegistry, default_registry
 from .runtime import FunctionRuntime, runtimes_of
 from .settings import Settings, load_settings
 
-__all__ = ["functions_blueprint", "json_response"]
+__all__ = [
+    "functions_blueprint",
+    "http_error_body",
+    "internal_error_body",
+    "json_response",
+    "read_body",
+    "too_large_body",
+]
 
 JSON = "application/json"
 logger = logging.getLogger("metatwin_functions.http")
@@ -136,24 +143,37 @@ def _unavailable(serving: FunctionRuntime) -> Response:
     return response
 
 
+def too_large_body(limit: int) -> bytes:
+    """The 413 body: an invalid envelope that says what the limit is."""
+    problem = f"body is larger than the limit of {limit} bytes"
+    return envelope_error_body(EnvelopeError([problem]))
+
+
+def http_error_body(error: HTTPException) -> bytes:
+    """The JSON body for an HTTP error (404, 405, 408, ...) instead of an HTML page."""
+    return failure_body(
+        error.description or error.name, {"executionId": None, "errorKind": "http_error"}
+    )
+
+
+def internal_error_body() -> bytes:
+    """The JSON body of a 500: no detail, the logs have the stack trace."""
+    return failure_body("Internal server error", {"executionId": None, "errorKind": "internal"})
+
+
 def _too_large(config: Settings) -> Callable[[RequestEntityTooLarge], Awaitable[Response]]:
     async def handle(_: RequestEntityTooLarge) -> Response:
-        problem = f"body is larger than the limit of {config.functions_max_body_size} bytes"
-        return json_response(envelope_error_body(EnvelopeError([problem])), 413)
+        return json_response(too_large_body(config.functions_max_body_size), 413)
 
     return handle
 
 
 async def _http_error(error: HTTPException) -> Response:
-    body = failure_body(
-        error.description or error.name, {"executionId": None, "errorKind": "http_error"}
-    )
-    return json_response(body, error.code or 500)
+    return json_response(http_error_body(error), error.code or 500)
 
 
 async def _unexpected_error(error: Exception) -> Response:
     logger.error(
         "Unexpected error while serving %s %s", request.method, request.path, exc_info=error
     )
-    body = failure_body("Internal server error", {"executionId": None, "errorKind": "internal"})
-    return json_response(body, 500)
+    return json_response(internal_error_body(), 500)
