@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from quart import Quart, Response
+from quart import Quart
 from werkzeug.exceptions import HTTPException
 
 from .fastpath import ExecFastPath
-from .http import functions_blueprint, http_error_body, json_response
+from .http import functions_blueprint, http_error_response
 from .logs import configure_logging
 from .registry import FunctionRegistry, default_registry
 from .server import serve
@@ -37,17 +37,13 @@ def create_app(
     blueprint = functions_blueprint(registry, config)
     app.register_blueprint(blueprint, url_prefix=url_prefix)
     app.asgi_app = ExecFastPath(app, app.asgi_app, blueprint.name)  # type: ignore[method-assign]
-    app.register_error_handler(HTTPException, _json_http_error)
+    # The app's own pages (404, 405) answer in JSON too: this app is an API, not a website.
+    app.register_error_handler(HTTPException, http_error_response)
     if docs:
         from .docs import enable_docs
 
         enable_docs(app)
     return app
-
-
-async def _json_http_error(error: HTTPException) -> Response:
-    # The app's own pages (404, 405) answer in JSON too: this app is an API, not a website.
-    return json_response(http_error_body(error), error.code or 500)
 
 
 class FunctionServer:

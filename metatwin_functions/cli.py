@@ -25,7 +25,7 @@ def _import_modules(names: Sequence[str]) -> None:
         module = name[:-3].replace("/", ".") if name.endswith(".py") else name
         try:
             importlib.import_module(module)
-        except ImportError as exc:
+        except (ImportError, SyntaxError) as exc:
             raise SystemExit(f"error: cannot import '{module}': {exc}") from exc
 
 
@@ -65,7 +65,12 @@ def _call(args: argparse.Namespace) -> int:
     finally:
         invoker.close()
     print(json.dumps(json.loads(outcome.body), indent=2))
-    return 0 if outcome.status == "success" else 1
+    code = 0 if outcome.status == "success" else 1
+    if invoker.threads_busy:
+        from .server import exit_now
+
+        exit_now("The function is still running past its deadline: exiting without it", code)
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``metatwin-functions`` and ``python -m metatwin_functions``."""
     args = build_parser().parse_args(argv)
-    _import_modules(args.modules)
     try:
+        _import_modules(args.modules)
         code: int = args.handler(args)
     except MetaTwinFunctionsError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -56,6 +56,7 @@ class ExecFastPath:
         self.asgi_app = asgi_app
         self.blueprint = blueprint
         self._exec_path: str | None = None
+        self._exec_path_known = False
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -76,10 +77,17 @@ class ExecFastPath:
         return runtime if runtime is not None and runtime.state == "ready" else None
 
     def _path(self) -> str | None:
-        if self._exec_path is None:
-            for rule in self.app.url_map.iter_rules(f"{self.blueprint}.exec"):
-                if rule.host is None and not rule.subdomain and not rule.arguments:
+        if not self._exec_path_known:
+            endpoint = f"{self.blueprint}.exec"
+            for rule in self.app.url_map.iter_rules():
+                if (
+                    rule.endpoint == endpoint
+                    and rule.host is None
+                    and not rule.subdomain
+                    and not rule.arguments
+                ):
                     self._exec_path = rule.rule
+            self._exec_path_known = True
         return self._exec_path
 
     def _quart_would_add_nothing(self) -> bool:
@@ -108,17 +116,18 @@ class ExecFastPath:
             await send({"type": "http.response.body", "body": body, "more_body": False})
 
         try:
-            body = await self._read_body(receive, limit)
-            if body is None:
-                return  # the client went away
-            try:
-                call = parse_exec_request(body)
-            except EnvelopeError as error:
-                await respond(422, envelope_error_body(error))
-                return
-            async with self.app.app_context():
-                outcome = await runtime.invoker.invoke(call)
-            await respond(200, outcome.body)
+            with runtime.invoker.admitted():
+                body = await self._read_body(receive, limit)
+                if body is None:
+                    return  # the client went away
+                try:
+                    call = parse_exec_request(body)
+                except EnvelopeError as error:
+                    await respond(422, envelope_error_body(error))
+                    return
+                async with self.app.app_context():
+                    outcome = await runtime.invoker.invoke(call)
+                await respond(200, outcome.body)
         except _BodyTooLargeError:
             await respond(413, too_large_body(limit))
         except TimeoutError:

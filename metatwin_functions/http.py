@@ -23,6 +23,7 @@ from .settings import Settings, load_settings
 __all__ = [
     "functions_blueprint",
     "http_error_body",
+    "http_error_response",
     "internal_error_body",
     "json_response",
     "read_body",
@@ -107,15 +108,20 @@ def functions_blueprint(
     async def execute() -> Response:
         """Call a function: ``{"executionId", "functionName", "args"}``."""
         serving = runtime()
-        if serving.state != "ready":
-            return _unavailable(serving)
-        body = await read_body(config.functions_max_body_size)
-        try:
-            call = parse_exec_request(body)
-        except EnvelopeError as error:
-            return json_response(envelope_error_body(error), 422)
-        outcome = await serving.invoker.invoke(call)
-        return json_response(outcome.body)
+        # Counted from admission, so a drain also waits for a body still on its way.
+        with serving.invoker.admitted():
+            accepting = serving.state == "ready"
+            body = await read_body(config.functions_max_body_size)
+            try:
+                call = parse_exec_request(body)
+            except EnvelopeError as error:
+                if not accepting:
+                    return _unavailable(serving, error.execution_id)
+                return json_response(envelope_error_body(error), 422)
+            if not accepting:
+                return _unavailable(serving, call.execution_id)
+            outcome = await serving.invoker.invoke(call)
+            return json_response(outcome.body)
 
     async def ready() -> Response:
         """Readiness: 200 once started, 503 while starting or draining."""
@@ -128,15 +134,15 @@ def functions_blueprint(
     blueprint.add_url_rule("/exec", "exec", execute, methods=["POST"])
     blueprint.add_url_rule("/ready", "ready", ready, methods=["GET"])
     blueprint.register_error_handler(RequestEntityTooLarge, _too_large(config))
-    blueprint.register_error_handler(HTTPException, _http_error)
+    blueprint.register_error_handler(HTTPException, http_error_response)
     blueprint.register_error_handler(Exception, _unexpected_error)
     return blueprint
 
 
-def _unavailable(serving: FunctionRuntime) -> Response:
+def _unavailable(serving: FunctionRuntime, execution_id: str | None) -> Response:
     body = failure_body(
         f"Server is {serving.state}; retry on another instance",
-        {"executionId": None, "errorKind": "unavailable"},
+        {"executionId": execution_id, "errorKind": "unavailable"},
     )
     response = json_response(body, 503)
     response.headers["Retry-After"] = "1"
@@ -168,7 +174,8 @@ def _too_large(config: Settings) -> Callable[[RequestEntityTooLarge], Awaitable[
     return handle
 
 
-async def _http_error(error: HTTPException) -> Response:
+async def http_error_response(error: HTTPException) -> Response:
+    """Error handler answering an HTTP error in JSON."""
     return json_response(http_error_body(error), error.code or 500)
 
 

@@ -6,10 +6,14 @@ Nothing here knows about Quart, so other transports (and tests) can use `Invoker
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
+import inspect
 import logging
+import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -63,20 +67,40 @@ class Invoker:
         self._executor: ThreadPoolExecutor | None = None
         self._in_flight = 0
         self._idle: asyncio.Event | None = None
+        self._threads_busy = 0
+        self._threads_lock = threading.Lock()
 
     @property
     def in_flight(self) -> int:
-        """Number of calls currently running."""
+        """Number of calls (and admitted requests) currently running."""
         return self._in_flight
+
+    @property
+    def threads_busy(self) -> int:
+        """Plain ``def`` calls still running on the pool, including those past their deadline."""
+        return self._threads_busy
+
+    @contextlib.contextmanager
+    def admitted(self) -> Iterator[None]:
+        """Count a request as in flight from the moment it is accepted (e.g. while its body
+        arrives), so a drain waits for it too."""
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0 and self._idle is not None:
+                self._idle.set()
+                self._idle = None
 
     async def invoke(self, request: ExecRequest) -> CallOutcome:
         """Serve one call; never raises for anything the function or its arguments do."""
         started = time.perf_counter()
         token = _current.set(ExecutionContext(request.execution_id, request.function_name))
-        self._in_flight += 1
         try:
             try:
-                result_json = await self._run(request)
+                with self.admitted():
+                    result_json = await self._run(request)
             except InvocationError as error:
                 return self._failed(request, error, started)
             duration = time.perf_counter() - started
@@ -97,10 +121,6 @@ class Invoker:
             )
         finally:
             _current.reset(token)
-            self._in_flight -= 1
-            if self._in_flight == 0 and self._idle is not None:
-                self._idle.set()
-                self._idle = None
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no call is running, at most ``timeout`` seconds; True if idle."""
@@ -129,19 +149,32 @@ class Invoker:
             raise FunctionNotFoundError(request.function_name)
         kwargs = _validate_arguments(spec, request.args)
         timeout = self.settings.effective_timeout(spec.timeout)
+        deadline = asyncio.timeout(timeout)
         try:
-            async with asyncio.timeout(timeout) as deadline:
+            async with deadline:
                 if spec.is_async:
                     result = await spec.func(**kwargs)
                 else:
                     result = await self._run_in_thread(spec, kwargs)
+                if inspect.isawaitable(result):
+                    # A def that returns a coroutine (e.g. under a decorator unaware of async).
+                    result = await result
         except TimeoutError as exc:
             if deadline.expired():
                 raise ExecutionTimeoutError(spec.name, timeout) from None
             raise ExecutionFailedError(spec.name, exc) from exc
-        except (Exception, SystemExit) as exc:
-            # SystemExit too: a function calling sys.exit() must not take the server down.
+        except asyncio.CancelledError as exc:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the server (or the client) is cancelling this request
+            raise ExecutionFailedError(spec.name, exc) from exc  # the function cancelled itself
+        except BaseException as exc:
+            # Whatever the function raises, SystemExit and KeyboardInterrupt included, is its
+            # failure: it must not take the server down.
             raise ExecutionFailedError(spec.name, exc) from exc
+        if deadline.expired():
+            # The function swallowed its cancellation and returned after the deadline.
+            raise ExecutionTimeoutError(spec.name, timeout)
         try:
             return serialize_result(result)
         except ValueError as exc:
@@ -154,8 +187,17 @@ class Invoker:
                 thread_name_prefix="metatwin-sync",
             )
         context = contextvars.copy_context()
-        call = functools.partial(context.run, spec.func, **kwargs)
+        call = functools.partial(context.run, self._count_thread, spec.func, kwargs)
         return asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    def _count_thread(self, func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+        with self._threads_lock:
+            self._threads_busy += 1
+        try:
+            return func(**kwargs)
+        finally:
+            with self._threads_lock:
+                self._threads_busy -= 1
 
     def _failed(self, request: ExecRequest, error: InvocationError, started: float) -> CallOutcome:
         duration = time.perf_counter() - started

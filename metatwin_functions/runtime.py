@@ -40,11 +40,8 @@ class FunctionRuntime:
 
             self.events = EventsService(self.settings, self.registry)
             await self.events.start()
-        elif self.settings.enable_events:
-            logger.warning(
-                "RabbitMQ events are enabled but %s not set: running without events",
-                ", ".join(self.settings.missing_rabbitmq_settings),
-            )
+        elif self.settings.incomplete_events_warning is not None:
+            logger.warning(self.settings.incomplete_events_warning)
         self.state = "ready"
         logger.info(
             "Serving %d function(s): %s",
@@ -82,7 +79,7 @@ class FunctionRuntime:
     def ready_payload(self) -> dict[str, Any]:
         """The ``/ready`` body of the contract, plus this runtime's state."""
         return {
-            "status": "ready" if self.state == "ready" else self.state,
+            "status": self.state,
             "deployment_id": self.settings.deployment_id,
             "function_count": len(self.registry),
             "functions": self.registry.names,

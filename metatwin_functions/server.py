@@ -8,9 +8,12 @@ in flight finish up to their deadline, closes the listener and exits 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
-from typing import Any
+import sys
+from typing import Any, NoReturn
 
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
@@ -20,7 +23,7 @@ from .registry import FunctionRegistry, default_registry
 from .runtime import runtimes_of
 from .settings import Settings
 
-__all__ = ["hypercorn_config", "serve", "serve_async"]
+__all__ = ["exit_now", "hypercorn_config", "serve", "serve_async"]
 
 logger = logging.getLogger("metatwin_functions.server")
 
@@ -49,7 +52,7 @@ def hypercorn_config(settings: Settings) -> Config:
 def drain_timeout(settings: Settings, registry: FunctionRegistry) -> float:
     """How long a drain may wait: the longest deadline any call can have, plus a second."""
     deadlines = [settings.effective_timeout(spec.timeout) for spec in registry]
-    return max([settings.default_timeout, *deadlines]) + 1.0
+    return max([settings.effective_timeout(None), *deadlines]) + 1.0
 
 
 async def serve_async(
@@ -87,8 +90,27 @@ async def serve_async(
 
 
 def serve(app: Quart, settings: Settings, registry: FunctionRegistry | None = None) -> None:
-    """Run `serve_async` in a new event loop; returns after a clean shutdown."""
+    """Run `serve_async` in a new event loop; returns after a clean shutdown.
+
+    Plain ``def`` calls still running past their deadline cannot be stopped, and Python would
+    wait for their threads before exiting; the process exits without them instead.
+    """
     asyncio.run(serve_async(app, settings, registry))
+    busy = sum(runtime.invoker.threads_busy for runtime in runtimes_of(app).values())
+    if busy:
+        exit_now(
+            f"{busy} plain def call(s) still running past their deadline: exiting without them"
+        )
+
+
+def exit_now(reason: str, code: int = 0) -> NoReturn:
+    """Log ``reason``, flush every log handler and stream, and end the process at once."""
+    logger.warning(reason)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def _install_signal_handlers(stop: asyncio.Event, force: asyncio.Event) -> None:

@@ -72,11 +72,6 @@ class Settings(BaseSettings):
         """True for the ``local-dev`` deployment, which logs readable text instead of JSON."""
         return self.deployment_id == LOCAL_DEPLOYMENT_ID
 
-    @property
-    def default_timeout(self) -> float:
-        """The timeout every call gets unless its function sets one, capped by the maximum."""
-        return min(self.functions_timeout, self.functions_max_timeout)
-
     def effective_timeout(self, function_timeout: float | None) -> float:
         """The deadline for one call: the function's own or the default, never above the cap."""
         wanted = self.functions_timeout if function_timeout is None else function_timeout
@@ -93,6 +88,18 @@ class Settings(BaseSettings):
         if self.rabbitmq_password is None:
             missing.append("CRBR_RABBITMQ_PASSWORD")
         return missing
+
+    @property
+    def incomplete_events_warning(self) -> str | None:
+        """What to log when events are enabled but the broker settings are incomplete."""
+        missing = self.missing_rabbitmq_settings
+        if not self.enable_events or not missing:
+            return None
+        verb = "is" if len(missing) == 1 else "are"
+        return (
+            f"RabbitMQ events are enabled but {', '.join(missing)} {verb} not set: "
+            "running without events"
+        )
 
     @property
     def events_configured(self) -> bool:

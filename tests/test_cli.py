@@ -120,6 +120,25 @@ def test_bad_module_name_exits_with_a_clear_error() -> None:
     assert message.startswith("error: cannot import 'no_such_module_for_cli_tests'")
 
 
+def test_a_module_that_cannot_register_is_reported_with_exit_code_two(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "clashing_functions_for_cli.py").write_text(
+        "from metatwin_functions import Function, FunctionRegistry\n"
+        "registry = FunctionRegistry()\n"
+        "@Function('same', registry=registry)\n"
+        "def first() -> int:\n    return 1\n"
+        "@Function('same', registry=registry)\n"
+        "def second() -> int:\n    return 2\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code = main(["describe", "clashing_functions_for_cli"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: A function named 'same' is already registered")
+    assert "Traceback" not in err
+
+
 def test_invalid_configuration_is_reported_with_exit_code_two(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -202,6 +202,7 @@ async def test_draining_refuses_new_calls_and_ready_says_503(app: Quart, client:
     assert (await ready.get_json())["status"] == "draining"
     assert refused_status == 503
     assert refused["metadata"]["errorKind"] == "unavailable"
+    assert refused["metadata"]["executionId"] == "new"
     assert await drained is True
     status, body = await in_flight
     assert (status, body["result"]) == (200, "done")

@@ -642,3 +642,89 @@ async def test_close_then_invoke_creates_a_new_pool(
     invoker.close()
     _, body = await call(invoker, "blocking", {"seconds": 0})
     assert body["success"] is True
+
+
+async def test_a_function_cancelling_itself_is_an_execution_failure(
+    registry: FunctionRegistry, invoker: Invoker
+) -> None:
+    @registry.function()
+    async def self_cancelling() -> None:
+        pending: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        pending.cancel()
+        await pending
+
+    _, body = await call(invoker, "self_cancelling")
+    assert body["success"] is False
+    assert body["error"] == "Function execution failed: CancelledError"
+    assert body["metadata"]["errorCode"] == "MTF-EXECUTION-003"
+
+
+async def test_keyboard_interrupt_in_a_plain_def_is_an_execution_failure(
+    registry: FunctionRegistry, invoker: Invoker
+) -> None:
+    @registry.function()
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    _, body = await call(invoker, "interrupted")
+    assert body["success"] is False
+    assert body["error"] == "Function execution failed: KeyboardInterrupt"
+
+
+async def test_a_function_swallowing_its_cancellation_is_still_a_timeout(
+    registry: FunctionRegistry, invoker: Invoker
+) -> None:
+    @registry.function(timeout=0.1)
+    async def stubborn() -> str:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.2)  # cleans up past the deadline, then returns anyway
+        return "late"
+
+    _, body = await call(invoker, "stubborn")
+    assert body["success"] is False
+    assert body["metadata"]["errorKind"] == "timeout"
+    assert body["error"] == "Function 'stubborn' execution timed out after 0.1 seconds"
+
+
+async def test_a_def_returning_a_coroutine_is_awaited(
+    registry: FunctionRegistry, invoker: Invoker
+) -> None:
+    async def later() -> int:
+        return 7
+
+    @registry.function()
+    def wraps_async() -> Any:
+        return later()
+
+    _, body = await call(invoker, "wraps_async")
+    assert (body["success"], body["result"]) == (True, 7)
+
+
+async def test_an_admitted_request_counts_as_in_flight_for_the_drain(invoker: Invoker) -> None:
+    with invoker.admitted():
+        assert invoker.in_flight == 1
+        assert await invoker.wait_idle(0.05) is False
+    assert invoker.in_flight == 0
+    assert await invoker.wait_idle(0.05) is True
+
+
+async def test_threads_past_their_deadline_are_counted_until_they_finish(
+    registry: FunctionRegistry, invoker: Invoker
+) -> None:
+    release = threading.Event()
+
+    @registry.function(timeout=0.05)
+    def stuck() -> None:
+        release.wait(5)
+
+    _, body = await call(invoker, "stuck")
+    assert body["metadata"]["errorKind"] == "timeout"
+    assert invoker.threads_busy == 1
+    release.set()
+    for _ in range(100):
+        if invoker.threads_busy == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert invoker.threads_busy == 0

@@ -217,8 +217,8 @@ def test_effective_timeout_never_exceeds_the_maximum() -> None:
 
 
 def test_default_timeout_is_capped_by_the_maximum() -> None:
-    assert Settings(functions_timeout=500, functions_max_timeout=60).default_timeout == 60
-    assert Settings(functions_timeout=5, functions_max_timeout=60).default_timeout == 5
+    assert Settings(functions_timeout=500, functions_max_timeout=60).effective_timeout(None) == 60
+    assert Settings(functions_timeout=5, functions_max_timeout=60).effective_timeout(None) == 5
 
 
 def test_missing_rabbitmq_settings_lists_what_events_need() -> None:
@@ -283,3 +283,19 @@ def test_invalid_dot_env_value_is_a_configuration_error(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("CRBR_FUNCTIONS_PORT=nope\n", encoding="utf-8")
     with pytest.raises(ConfigurationError, match="CRBR_FUNCTIONS_PORT"):
         load_settings()
+
+
+def test_incomplete_events_warning_names_what_is_missing() -> None:
+    only_host = Settings(rabbitmq_hostname="broker", _env_file=None)  # type: ignore[call-arg]
+    password_only = Settings(
+        rabbitmq_hostname="broker",
+        rabbitmq_username="u",
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    assert only_host.incomplete_events_warning == (
+        "RabbitMQ events are enabled but CRBR_RABBITMQ_USERNAME, CRBR_RABBITMQ_PASSWORD are not "
+        "set: running without events"
+    )
+    assert password_only.incomplete_events_warning is not None
+    assert "CRBR_RABBITMQ_PASSWORD is not set" in password_only.incomplete_events_warning
+    assert Settings(enable_events=False, _env_file=None).incomplete_events_warning is None  # type: ignore[call-arg]

@@ -15,7 +15,7 @@ import logging
 from ..registry import FunctionRegistry
 from ..settings import Settings
 from .connection import BrokerLink, OutageLog, backoff_delay
-from .payloads import healthy_event, started_event
+from .payloads import Event, healthy_event, started_event
 from .publisher import EventPublisher, PublishOutcome, PublishResult
 
 __all__ = ["HealthBeat"]
@@ -63,32 +63,47 @@ class HealthBeat:
         return self._beats_delivered
 
     async def run(self) -> None:
-        """Deliver the started event, then beat until cancelled."""
-        if not self._started_delivered:
-            await self._deliver_started()
-        await self._beat_forever()
+        """Deliver the started event, then beat until cancelled.
 
-    async def _deliver_started(self) -> None:
+        If the broker does not take the started event at the first try (no queue bound, a
+        policy refusing it), it is retried beside the beat rather than before it: a deployment
+        whose started event is stuck must not also go without beats and be marked UNHEALTHY.
+        """
         event = started_event(self._settings.deployment_id, self._registry)
-        failures = 0
+        retry: asyncio.Task[None] | None = None
+        if not self._started_delivered and not await self._attempt_started(event):
+            retry = asyncio.create_task(self._retry_started(event))
+        try:
+            await self._beat_forever()
+        finally:
+            if retry is not None:
+                retry.cancel()
+
+    async def _retry_started(self, event: Event) -> None:
+        failures = 1
         while True:
-            await self._link.wait_connected()
-            result = await self._publisher.publish(event)
-            if result.delivered:
-                self._started_delivered = True
-                self._outage.recovered("RabbitMQ accepts events again")
-                self._logger.info(
-                    "Deployment started event delivered (deployment %s, %d functions)",
-                    self._settings.deployment_id,
-                    len(self._registry),
-                )
-                return
-            failures += 1
-            self._report_failure(result, "started event")
             if self._link.connected:
                 # The broker is there but did not take it: back off. A lost connection instead
-                # loops straight into wait_connected, so the retry follows the reconnect at once.
+                # goes straight to wait_connected, so the retry follows the reconnect at once.
                 await asyncio.sleep(backoff_delay(failures, self._settings.retry_delay))
+            if await self._attempt_started(event):
+                return
+            failures += 1
+
+    async def _attempt_started(self, event: Event) -> bool:
+        await self._link.wait_connected()
+        result = await self._publisher.publish(event)
+        if not result.delivered:
+            self._report_failure(result, "started event")
+            return False
+        self._started_delivered = True
+        self._outage.recovered("RabbitMQ accepts events again")
+        self._logger.info(
+            "Deployment started event delivered (deployment %s, %d functions)",
+            self._settings.deployment_id,
+            len(self._registry),
+        )
+        return True
 
     async def _beat_forever(self) -> None:
         loop = asyncio.get_running_loop()

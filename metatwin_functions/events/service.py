@@ -39,6 +39,9 @@ __all__ = ["STOP_TIMEOUT", "EventsService"]
 STOP_TIMEOUT = 5.0
 """Upper bound of `EventsService.stop`, seconds."""
 
+PLATFORM_UNHEALTHY_AFTER = 300
+"""Seconds without a healthy event after which the platform marks a deployment UNHEALTHY."""
+
 _DEFAULT_LOGGER = "metatwin_functions.events"
 
 
@@ -110,12 +113,15 @@ class EventsService:
             self._logger.info("RabbitMQ events are disabled (CRBR_ENABLE_EVENTS=false)")
             return
         if self._link is None:
-            self._logger.warning(
-                "RabbitMQ events are enabled but %s %s not set; running without events",
-                ", ".join(settings.missing_rabbitmq_settings),
-                "is" if len(settings.missing_rabbitmq_settings) == 1 else "are",
-            )
+            self._logger.warning(settings.incomplete_events_warning)
             return
+        if settings.health_check_interval >= PLATFORM_UNHEALTHY_AFTER:
+            self._logger.warning(
+                "CRBR_HEALTH_CHECK_INTERVAL is %g s: the platform marks a deployment UNHEALTHY "
+                "after %d s without a healthy event",
+                settings.health_check_interval,
+                PLATFORM_UNHEALTHY_AFTER,
+            )
         self._task = asyncio.create_task(self._run(), name="metatwin-functions-events")
 
     async def stop(self) -> None:

@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import aio_pika
@@ -147,8 +147,11 @@ class EventSink:
             await self.bind()
 
     async def bind(self) -> None:
+        await self.bind_keys(PLATFORM_BINDINGS)
+
+    async def bind_keys(self, routing_keys: Iterable[str]) -> None:
         assert self._queue is not None
-        for routing_key in PLATFORM_BINDINGS:
+        for routing_key in routing_keys:
             await self._queue.bind(self.exchange_name, routing_key)
 
     async def close(self) -> None:

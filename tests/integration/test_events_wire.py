@@ -94,3 +94,18 @@ async def test_started_event_with_nothing_bound_is_retried_until_a_queue_is_boun
     await unbound_sink.wait_for(HEALTHY_ROUTING_KEY, timeout=3)
     assert service.started_delivered
     assert len(unbound_sink.of_kind(STARTED_ROUTING_KEY)) == 1
+
+
+async def test_beats_go_out_while_the_started_event_is_still_refused(
+    make_settings: Any, make_service: Any, unbound_sink: Any
+) -> None:
+    # Only the healthy key is bound: the started event comes back, the beat must not wait for it.
+    await unbound_sink.bind_keys(["routing.event.metatwin-functions.function.deployment.healthy.#"])
+    service = make_service(make_settings(retry_delay=0.2, health_check_interval=1))
+    await service.start()
+    await unbound_sink.wait_for(HEALTHY_ROUTING_KEY, count=2, timeout=5)
+    assert not service.started_delivered
+
+    await unbound_sink.bind()
+    await unbound_sink.wait_for(STARTED_ROUTING_KEY, timeout=5)
+    assert service.started_delivered

@@ -7,6 +7,7 @@ import json
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -194,3 +195,27 @@ def test_hypercorn_command_line_serves_create_app_with_json_logs() -> None:
     records = [json.loads(line) for line in process.lines if line.strip()]
     assert all(record["deployment_id"] == "prod-hc" for record in records)
     assert sum("Running on" in record["message"] for record in records) == 1
+
+
+def test_sigterm_does_not_wait_for_threads_past_their_deadline(tmp_path: Path) -> None:
+    (tmp_path / "stuck_functions.py").write_text(
+        "import time\n"
+        "from metatwin_functions import Function\n"
+        "@Function(timeout=0.3)\n"
+        "def stuck() -> None:\n"
+        "    time.sleep(60)\n"
+    )
+    process = ServerProcess(
+        "-m", "metatwin_functions", "serve", "stuck_functions", env={"PYTHONPATH": str(tmp_path)}
+    )
+    try:
+        process.wait_ready()
+        answer = httpx.post(process.base_url + "/exec", json=call("stuck"), timeout=10).json()
+        assert answer["metadata"]["errorKind"] == "timeout"
+        started = time.perf_counter()
+        process.signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        assert time.perf_counter() - started < 8
+    finally:
+        process.stop()
+    assert "still running past their deadline" in process.output
