@@ -21,6 +21,7 @@ from .errors import (
     RegistrationError,
     ResultSerializationError,
 )
+from .fastpath import ExecFastPath
 from .http import functions_blueprint
 from .invocation import CallOutcome, Invoker
 from .logs import configure_logging
@@ -33,6 +34,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CallOutcome",
     "ConfigurationError",
+    "ExecFastPath",
     "ExecutionContext",
     "ExecutionFailedError",
     "ExecutionTimeoutError",

@@ -36,7 +36,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = config.functions_max_body_size
     blueprint = functions_blueprint(registry, config)
     app.register_blueprint(blueprint, url_prefix=url_prefix)
-    app.asgi_app = ExecFastPath(app, app.asgi_app, blueprint.name)  # type: ignore[method-assign]
+    ExecFastPath.install(app, blueprint.name)
     # The app's own pages (404, 405) answer in JSON too: this app is an API, not a website.
     app.register_error_handler(HTTPException, http_error_response)
     if docs:

@@ -58,6 +58,13 @@ class ExecFastPath:
         self._exec_path: str | None = None
         self._exec_path_known = False
 
+    @classmethod
+    def install(cls, app: Quart, blueprint: str = "metatwin_functions") -> ExecFastPath:
+        """Wrap ``app.asgi_app``, for an app the functions blueprint is registered on."""
+        fast = cls(app, app.asgi_app, blueprint)
+        app.asgi_app = fast  # type: ignore[method-assign]
+        return fast
+
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:

@@ -136,3 +136,21 @@ async def test_other_routes_and_methods_go_to_quart(app: Quart) -> None:
     assert (await client.post("/fn/ready")).status_code == 405
     assert (await client.post("/exec", json={})).status_code == 404
     assert inner.count == 3
+
+
+async def test_a_host_app_can_opt_in_to_the_fast_path(
+    registry: FunctionRegistry, settings: Settings
+) -> None:
+    from metatwin_functions import functions_blueprint
+
+    host = Quart("host")
+    host.register_blueprint(functions_blueprint(registry, settings), url_prefix="/functions")
+    ExecFastPath.install(host)
+    inner = InnerCalls(host)
+    async with host.test_app():
+        response = await host.test_client().post(
+            "/functions/exec",
+            json={"executionId": "o", "functionName": "add_numbers", "args": {"a": 2, "b": 5}},
+        )
+        assert (await response.get_json())["result"] == 7
+    assert inner.count == 0
