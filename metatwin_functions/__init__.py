@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .app import FunctionServer, create_app
 from .context import ExecutionContext, current_execution
+from .envelope import ExecRequest
 from .errors import (
     ConfigurationError,
     ExecutionFailedError,
@@ -35,6 +36,7 @@ __all__ = [
     "CallOutcome",
     "ConfigurationError",
     "ExecFastPath",
+    "ExecRequest",
     "ExecutionContext",
     "ExecutionFailedError",
     "ExecutionTimeoutError",
