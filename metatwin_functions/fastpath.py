@@ -1,15 +1,19 @@
-"""``POST /exec`` served at the ASGI level, beside Quart, when nothing could tell the difference.
+"""``POST /exec`` served at the ASGI level, beside Quart, when Quart would add nothing to it.
 
 Quart's request machinery (request and context objects, URL matching, hooks, signals, response
 conversion) costs more CPU per call than everything ``/exec`` itself does. `ExecFastPath` wraps
 the app's ``asgi_app`` (Quart's documented middleware point) and answers ``POST .../exec`` of a
-functions blueprint directly through the same sans-IO core the blueprint's view uses, so the
-answer is byte for byte the same.
+functions blueprint directly, through the same sans-IO core and the same body builders as the
+blueprint's view, so the status, headers and JSON are the view's.
 
-It steps aside, handing the request to Quart unchanged, whenever Quart could behave differently:
-the runtime is not ready (Quart's view answers 503), the app or blueprint has request hooks,
-URL value preprocessors or signal receivers, or the route is host- or subdomain-bound. Calls run
-inside an app context, so ``current_app`` and ``g`` work in functions as they do on the Quart path.
+It hands the request to Quart unchanged whenever Quart could answer differently: the runtime is
+not ready (the view answers 503), the app or blueprint has request hooks, URL value preprocessors
+or receivers of Quart's request signals, the app matches hosts, subdomains or a ``SERVER_NAME``,
+its ``MAX_CONTENT_LENGTH`` is below the blueprint's limit, or the path is not plainly the rule's.
+
+Two things differ by design, and are documented: functions run inside an app context
+(``current_app`` and ``g`` work) but not a request context (``quart.request`` does not), and a
+call goes on to its end when the client disconnects, as a plain ``def`` does on either path.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ __all__ = ["ExecFastPath"]
 
 logger = logging.getLogger("metatwin_functions.http")
 
-_JSON_HEADERS = [(b"content-type", b"application/json")]
+_JSON = (b"content-type", b"application/json")
 _SIGNALS = (
     signals.request_started,
     signals.request_finished,
@@ -76,12 +80,21 @@ class ExecFastPath:
         await self.asgi_app(scope, receive, send)
 
     def _runtime_for(self, path: str, root: str) -> FunctionRuntime | None:
-        if root and path.startswith(root):
+        if root:
+            # As Quart does: a path outside the root path matches no rule.
+            if path == root or not path.startswith(root):
+                return None
             path = path[len(root) :]
-        if path != self._path() or not self._quart_would_add_nothing():
+        if path != self._path():
             return None
         runtime = runtimes_of(self.app).get(self.blueprint)
-        return runtime if runtime is not None and runtime.state == "ready" else None
+        if (
+            runtime is None
+            or runtime.state != "ready"
+            or not self._quart_would_add_nothing(runtime)
+        ):
+            return None
+        return runtime
 
     def _path(self) -> str | None:
         if not self._exec_path_known:
@@ -97,8 +110,17 @@ class ExecFastPath:
             self._exec_path_known = True
         return self._exec_path
 
-    def _quart_would_add_nothing(self) -> bool:
+    def _quart_would_add_nothing(self, runtime: FunctionRuntime) -> bool:
         app = self.app
+        config = app.config
+        app_limit = config["MAX_CONTENT_LENGTH"]
+        if (
+            config["SERVER_NAME"]
+            or app.url_map.host_matching
+            or app.subdomain_matching
+            or (app_limit is not None and app_limit < runtime.settings.functions_max_body_size)
+        ):
+            return False
         hooks = (
             app.before_request_funcs,
             app.after_request_funcs,
@@ -113,50 +135,37 @@ class ExecFastPath:
         self, runtime: FunctionRuntime, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         limit = runtime.settings.functions_max_body_size
-        responded = False
-
-        async def respond(status: int, body: bytes) -> None:
-            nonlocal responded
-            responded = True
-            headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": body, "more_body": False})
-
-        try:
-            with runtime.invoker.admitted():
+        with runtime.invoker.admitted():
+            try:
                 body = await self._read_body(receive, limit)
-                if body is None:
-                    return  # the client went away
-                try:
-                    call = parse_exec_request(body)
-                except EnvelopeError as error:
-                    await respond(422, envelope_error_body(error))
-                    return
+            except _BodyTooLargeError:
+                await _respond(send, 413, too_large_body(limit))
+                return
+            except TimeoutError:
+                await _respond(send, 408, http_error_body(RequestTimeout()))
+                return
+            if body is None:
+                return  # the client went away before its body arrived
+            try:
+                call = parse_exec_request(body)
+            except EnvelopeError as error:
+                await _respond(send, 422, envelope_error_body(error))
+                return
+            try:
                 async with self.app.app_context():
                     outcome = await runtime.invoker.invoke(call)
-                await respond(200, outcome.body)
-        except _BodyTooLargeError:
-            await respond(413, too_large_body(limit))
-        except TimeoutError:
-            await respond(408, http_error_body(RequestTimeout()))
-        except Exception:
-            logger.exception("Unexpected error while serving POST /exec")
-            if not responded:
-                await respond(500, internal_error_body())
+            except Exception:
+                # invoke() turns everything a function does into a response; this is our bug.
+                logger.exception("Unexpected error while serving POST /exec")
+                await _respond(send, 500, internal_error_body())
+                return
+            await _respond(send, 200, outcome.body)
 
     async def _read_body(self, receive: ASGIReceiveCallable, limit: int) -> bytes | None:
-        message: Any = await receive()
-        if message["type"] != "http.request":
-            return None
-        body: bytes = message.get("body", b"")
-        if len(body) > limit:
-            raise _BodyTooLargeError
-        if not message.get("more_body", False):
-            return body
-        received = bytearray(body)
+        received = bytearray()
         async with asyncio.timeout(self.app.config["BODY_TIMEOUT"]):
             while True:
-                message = await receive()
+                message: Any = await receive()
                 if message["type"] != "http.request":
                     return None
                 received += message.get("body", b"")
@@ -168,3 +177,12 @@ class ExecFastPath:
 
 class _BodyTooLargeError(Exception):
     pass
+
+
+async def _respond(send: ASGISendCallable, status: int, body: bytes) -> None:
+    headers = [_JSON, (b"content-length", str(len(body)).encode())]
+    try:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+    except Exception as exc:  # the client went away; servers differ in how they say so
+        logger.debug("Could not send the /exec response: %r", exc)

@@ -7,6 +7,7 @@ handlers cover only its own routes, so the host app's pages and JSON provider st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import NoReturn
@@ -31,6 +32,7 @@ __all__ = [
 ]
 
 JSON = "application/json"
+_UNAVAILABLE_READ_TIMEOUT = 1.0
 logger = logging.getLogger("metatwin_functions.http")
 
 
@@ -108,18 +110,15 @@ def functions_blueprint(
     async def execute() -> Response:
         """Call a function: ``{"executionId", "functionName", "args"}``."""
         serving = runtime()
+        if serving.state != "ready":
+            return await _unavailable(serving, config.functions_max_body_size)
         # Counted from admission, so a drain also waits for a body still on its way.
         with serving.invoker.admitted():
-            accepting = serving.state == "ready"
             body = await read_body(config.functions_max_body_size)
             try:
                 call = parse_exec_request(body)
             except EnvelopeError as error:
-                if not accepting:
-                    return _unavailable(serving, error.execution_id)
                 return json_response(envelope_error_body(error), 422)
-            if not accepting:
-                return _unavailable(serving, call.execution_id)
             outcome = await serving.invoker.invoke(call)
             return json_response(outcome.body)
 
@@ -139,7 +138,12 @@ def functions_blueprint(
     return blueprint
 
 
-def _unavailable(serving: FunctionRuntime, execution_id: str | None) -> Response:
+async def _unavailable(serving: FunctionRuntime, limit: int) -> Response:
+    # Not admitted, so it never holds up a drain; the body is read briefly, to echo its id.
+    execution_id = None
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(_UNAVAILABLE_READ_TIMEOUT):
+            execution_id = parse_exec_request(await read_body(limit)).execution_id
     body = failure_body(
         f"Server is {serving.state}; retry on another instance",
         {"executionId": execution_id, "errorKind": "unavailable"},

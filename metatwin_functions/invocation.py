@@ -11,10 +11,8 @@ import contextvars
 import functools
 import inspect
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -32,6 +30,7 @@ from .errors import (
 )
 from .registry import FunctionRegistry, FunctionSpec
 from .settings import Settings
+from .threads import DaemonThreadPool
 
 __all__ = ["CallOutcome", "Invoker", "describe_validation_error"]
 
@@ -64,11 +63,10 @@ class Invoker:
     def __init__(self, registry: FunctionRegistry, settings: Settings) -> None:
         self.registry = registry
         self.settings = settings
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: DaemonThreadPool | None = None
+        self._retired: list[DaemonThreadPool] = []
         self._in_flight = 0
         self._idle: asyncio.Event | None = None
-        self._threads_busy = 0
-        self._threads_lock = threading.Lock()
 
     @property
     def in_flight(self) -> int:
@@ -77,8 +75,9 @@ class Invoker:
 
     @property
     def threads_busy(self) -> int:
-        """Plain ``def`` calls still running on the pool, including those past their deadline."""
-        return self._threads_busy
+        """Plain ``def`` calls queued or running, including those past their deadline."""
+        pools = [*self._retired, *([self._executor] if self._executor is not None else [])]
+        return sum(pool.busy for pool in pools)
 
     @contextlib.contextmanager
     def admitted(self) -> Iterator[None]:
@@ -138,9 +137,11 @@ class Invoker:
         return True
 
     def close(self) -> None:
-        """Release the thread pool; threads still running finish on their own."""
+        """Release the thread pool; threads still running are daemons and never delay exit."""
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+            # Kept, so that threads_busy still tells what was left running.
+            self._retired.append(self._executor)
             self._executor = None
 
     async def _run(self, request: ExecRequest) -> bytes:
@@ -169,9 +170,15 @@ class Invoker:
                 raise  # the server (or the client) is cancelling this request
             raise ExecutionFailedError(spec.name, exc) from exc  # the function cancelled itself
         except BaseException as exc:
+            if deadline.expired():
+                # The function turned its cancellation at the deadline into another error.
+                raise ExecutionTimeoutError(spec.name, timeout) from exc
             # Whatever the function raises, SystemExit and KeyboardInterrupt included, is its
             # failure: it must not take the server down.
             raise ExecutionFailedError(spec.name, exc) from exc
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise asyncio.CancelledError  # the function swallowed the server's cancellation
         if deadline.expired():
             # The function swallowed its cancellation and returned after the deadline.
             raise ExecutionTimeoutError(spec.name, timeout)
@@ -182,22 +189,12 @@ class Invoker:
 
     def _run_in_thread(self, spec: FunctionSpec, kwargs: dict[str, Any]) -> asyncio.Future[Any]:
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                max_workers=self.settings.functions_sync_workers,
-                thread_name_prefix="metatwin-sync",
+            self._executor = DaemonThreadPool(
+                self.settings.functions_sync_workers, thread_name_prefix="metatwin-sync"
             )
         context = contextvars.copy_context()
-        call = functools.partial(context.run, self._count_thread, spec.func, kwargs)
+        call = functools.partial(context.run, spec.func, **kwargs)
         return asyncio.get_running_loop().run_in_executor(self._executor, call)
-
-    def _count_thread(self, func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-        with self._threads_lock:
-            self._threads_busy += 1
-        try:
-            return func(**kwargs)
-        finally:
-            with self._threads_lock:
-                self._threads_busy -= 1
 
     def _failed(self, request: ExecRequest, error: InvocationError, started: float) -> CallOutcome:
         duration = time.perf_counter() - started

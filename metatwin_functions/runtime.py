@@ -55,9 +55,12 @@ class FunctionRuntime:
     async def _start_events(self) -> None:
         # aio-pika takes ~0.1 s to import: load it in a thread once the server is up, so that
         # neither start-up nor the event loop pays for it. Deployments without events never do.
-        module = await asyncio.to_thread(importlib.import_module, "metatwin_functions.events")
-        self.events = module.EventsService(self.settings, self.registry)
-        await self.events.start()
+        try:
+            module = await asyncio.to_thread(importlib.import_module, "metatwin_functions.events")
+            self.events = module.EventsService(self.settings, self.registry)
+            await self.events.start()
+        except Exception:
+            logger.exception("RabbitMQ events could not start: running without events")
 
     async def drain(self, timeout: float) -> bool:
         """Refuse new calls and wait up to ``timeout`` s for calls in flight; True if none left."""

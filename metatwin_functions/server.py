@@ -8,12 +8,9 @@ in flight finish up to their deadline, closes the listener and exits 0.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import signal
-import sys
-from typing import Any, NoReturn
+from typing import Any
 
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
@@ -23,7 +20,7 @@ from .registry import FunctionRegistry, default_registry
 from .runtime import runtimes_of
 from .settings import Settings
 
-__all__ = ["exit_now", "hypercorn_config", "serve", "serve_async"]
+__all__ = ["hypercorn_config", "serve", "serve_async"]
 
 logger = logging.getLogger("metatwin_functions.server")
 
@@ -92,25 +89,13 @@ async def serve_async(
 def serve(app: Quart, settings: Settings, registry: FunctionRegistry | None = None) -> None:
     """Run `serve_async` in a new event loop; returns after a clean shutdown.
 
-    Plain ``def`` calls still running past their deadline cannot be stopped, and Python would
-    wait for their threads before exiting; the process exits without them instead.
+    Plain ``def`` calls still running past their deadline cannot be stopped; their threads are
+    daemons, so they do not keep the process alive once this returns.
     """
     asyncio.run(serve_async(app, settings, registry))
     busy = sum(runtime.invoker.threads_busy for runtime in runtimes_of(app).values())
     if busy:
-        exit_now(
-            f"{busy} plain def call(s) still running past their deadline: exiting without them"
-        )
-
-
-def exit_now(reason: str, code: int = 0) -> NoReturn:
-    """Log ``reason``, flush every log handler and stream, and end the process at once."""
-    logger.warning(reason)
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(code)
+        logger.warning("%d plain def call(s) still running past their deadline are abandoned", busy)
 
 
 def _install_signal_handlers(stop: asyncio.Event, force: asyncio.Event) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -154,3 +156,158 @@ async def test_a_host_app_can_opt_in_to_the_fast_path(
         )
         assert (await response.get_json())["result"] == 7
     assert inner.count == 0
+
+
+# --- raw ASGI: the fast path against the Quart app it wraps, message by message ---------------
+
+BODY = b'{"executionId": "raw", "functionName": "add_numbers", "args": {"a": 1, "b": 2}}'
+
+
+def http_scope(path: str = "/fn/exec", root_path: str = "", **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": root_path,
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8000),
+        "extensions": {},
+        **extra,
+    }
+
+
+async def drive(
+    asgi: Any, scope: dict[str, Any], chunks: list[bytes], *, finish: bool = True
+) -> tuple[int | None, list[tuple[bytes, bytes]], bytes]:
+    """Send ``chunks`` as the body (the last one ends it when ``finish``); then never again."""
+    messages = [
+        {"type": "http.request", "body": chunk, "more_body": not (finish and i == len(chunks) - 1)}
+        for i, chunk in enumerate(chunks)
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop(0)
+        await asyncio.Event().wait()  # a client that sends nothing more
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async with asyncio.timeout(5):
+        await asgi(scope, receive, send)
+    start = next((m for m in sent if m["type"] == "http.response.start"), None)
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    if start is None:
+        return None, [], body
+    return start["status"], list(start["headers"]), body
+
+
+def names_and_types(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return [(name, b"" if name == b"content-length" else value) for name, value in headers]
+
+
+def without_duration(body: bytes) -> Any:
+    payload = json.loads(body)
+    payload.get("metadata", {}).pop("durationMs", None)
+    return payload
+
+
+@pytest.mark.parametrize(
+    ("label", "chunks", "finish"),
+    [
+        ("one message", [BODY], True),
+        ("several messages", [BODY[:10], BODY[10:40], BODY[40:]], True),
+        ("an empty last message", [BODY, b""], True),
+        ("a body that never ends", [BODY[:10]], False),
+        ("a body that never starts", [], False),
+        ("over the limit in pieces", [b"x" * 700_000, b"x" * 700_000], True),
+    ],
+)
+async def test_raw_asgi_answers_match_quart(
+    app: Quart, label: str, chunks: list[bytes], finish: bool
+) -> None:
+    app.config["BODY_TIMEOUT"] = 0.3
+    fast = app.asgi_app
+    assert isinstance(fast, ExecFastPath)
+    fast_status, fast_headers, fast_body = await drive(fast, http_scope(), chunks, finish=finish)
+    slow_status, slow_headers, slow_body = await drive(
+        fast.asgi_app, http_scope(), chunks, finish=finish
+    )
+    assert fast_status == slow_status, label
+    # durationMs makes the lengths differ by a digit now and then: compare the rest exactly.
+    assert names_and_types(fast_headers) == names_and_types(slow_headers), label
+    assert dict(fast_headers)[b"content-length"] == str(len(fast_body)).encode()
+    assert without_duration(fast_body) == without_duration(slow_body), label
+    expected = {
+        "a body that never ends": 408,
+        "a body that never starts": 408,
+        "over the limit in pieces": 413,
+    }.get(label, 200)
+    assert fast_status == expected
+
+
+@pytest.mark.parametrize(
+    ("scope", "expected"),
+    [
+        (http_scope("/api/fn/exec", root_path="/api"), 200),
+        (http_scope("/fn/exec", root_path="/api"), 404),  # a path outside the root path
+        (http_scope("/api", root_path="/api"), 404),
+    ],
+)
+async def test_root_path_is_treated_as_quart_does(
+    app: Quart, scope: dict[str, Any], expected: int
+) -> None:
+    fast = app.asgi_app
+    assert isinstance(fast, ExecFastPath)
+    status, _, _ = await drive(fast, scope, [BODY])
+    slow_status, _, _ = await drive(fast.asgi_app, scope, [BODY])
+    assert status == slow_status == expected
+
+
+async def test_server_name_hands_the_call_to_quart(app: Quart) -> None:
+    app.config["SERVER_NAME"] = "functions.example"
+    inner = InnerCalls(app)
+    with pytest.warns(UserWarning, match="doesn't match configured server name"):
+        status, _, _ = await drive(app.asgi_app, http_scope(), [BODY])
+    assert inner.count == 1
+    assert status == 404  # Host 127.0.0.1 does not match SERVER_NAME, as Quart says
+
+
+async def test_a_client_gone_before_its_body_gets_no_answer_and_no_error(app: Quart) -> None:
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    await app.asgi_app(http_scope(), receive, send)
+    assert sent == []
+
+
+async def test_a_send_that_fails_is_not_an_error(
+    app: Quart, caplog: pytest.LogCaptureFixture
+) -> None:
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if delivered:
+            await asyncio.Event().wait()
+        delivered = True
+        return {"type": "http.request", "body": BODY, "more_body": False}
+
+    async def send(message: Any) -> None:
+        raise OSError("connection reset")
+
+    await app.asgi_app(http_scope(), receive, send)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -728,3 +728,38 @@ async def test_threads_past_their_deadline_are_counted_until_they_finish(
             break
         await asyncio.sleep(0.01)
     assert invoker.threads_busy == 0
+
+
+async def test_a_cancellation_turned_into_another_error_at_the_deadline_is_a_timeout(
+    registry: FunctionRegistry, invoker: Invoker
+) -> None:
+    @registry.function(timeout=0.1)
+    async def wraps_cancel() -> None:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError as exc:
+            raise ConnectionError("connection aborted") from exc
+
+    _, body = await call(invoker, "wraps_cancel")
+    assert body["metadata"]["errorKind"] == "timeout"
+
+
+async def test_a_server_cancellation_the_function_swallows_still_cancels_the_call(
+    registry: FunctionRegistry, invoker: Invoker
+) -> None:
+    started = asyncio.Event()
+
+    @registry.function(timeout=5)
+    async def swallows() -> str:
+        started.set()
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            started.clear()  # swallowed on purpose: the behaviour under test
+        return "finished anyway"
+
+    task = asyncio.ensure_future(call(invoker, "swallows"))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

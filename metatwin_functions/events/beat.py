@@ -78,6 +78,7 @@ class HealthBeat:
         finally:
             if retry is not None:
                 retry.cancel()
+                await asyncio.gather(retry, return_exceptions=True)
 
     async def _retry_started(self, event: Event) -> None:
         failures = 1

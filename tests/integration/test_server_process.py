@@ -218,4 +218,4 @@ def test_sigterm_does_not_wait_for_threads_past_their_deadline(tmp_path: Path) -
         assert time.perf_counter() - started < 8
     finally:
         process.stop()
-    assert "still running past their deadline" in process.output
+    assert "still running past their deadline are abandoned" in process.output
