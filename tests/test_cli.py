@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -16,11 +15,8 @@ EXAMPLES = "examples.simple_function"
 
 @pytest.fixture(autouse=True)
 def _in_repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The CLI finds modules relative to the working directory, like ``python -m``; settings read
-    # CRBR_* (and .env from there), which must not leak into these tests.
-    for key in list(os.environ):
-        if key.upper().startswith("CRBR_"):
-            monkeypatch.delenv(key)
+    # The CLI finds modules relative to the working directory, like ``python -m`` (CRBR_*
+    # variables are cleared by conftest).
     monkeypatch.chdir(REPO_ROOT)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import threading
 import time
@@ -24,14 +23,8 @@ from metatwin_functions import (
 )
 from metatwin_functions.envelope import ExecRequest
 
-
-@pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    # Settings read CRBR_* and .env: neither may leak into these tests.
-    for key in list(os.environ):
-        if key.upper().startswith("CRBR_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
+# CRBR_* variables are cleared by conftest; settings also read .env from the working directory.
+pytestmark = pytest.mark.usefixtures("isolated_cwd")
 
 
 @pytest.fixture

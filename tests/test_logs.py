@@ -5,10 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,12 +18,8 @@ from metatwin_functions.envelope import ExecRequest
 LOGGER_NAMES = ("metatwin_functions", "hypercorn.error", "hypercorn.access", "user.module")
 
 
-@pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key in list(os.environ):
-        if key.upper().startswith("CRBR_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
+# CRBR_* variables are cleared by conftest; settings also read .env from the working directory.
+pytestmark = pytest.mark.usefixtures("isolated_cwd")
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -12,12 +11,8 @@ from metatwin_functions import ConfigurationError, Settings, load_settings
 PASSWORD = "pa55-very-secret-w0rd"
 
 
-@pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key in list(os.environ):
-        if key.upper().startswith("CRBR_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)  # no stray .env
+# CRBR_* variables are cleared by conftest; settings also read .env from the working directory.
+pytestmark = pytest.mark.usefixtures("isolated_cwd")
 
 
 def test_defaults_follow_the_contract_table() -> None:
