@@ -65,7 +65,7 @@ class _JsonLinesFormatter(JsonFormatter):
 def _json_formatter(deployment_id: str) -> logging.Formatter:
     return _JsonLinesFormatter(
         "%(levelname)s %(message)s %(name)s",
-        rename_fields={"levelname": "level", "name": "logger", "exc_info": "exc_info"},
+        rename_fields={"levelname": "level", "name": "logger"},
         static_fields={"deployment_id": deployment_id},
         timestamp=True,
     )
