@@ -12,6 +12,7 @@ docs page is first requested, so start-up and memory do not pay for it either.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from quart import Quart, Response, render_template_string
@@ -65,8 +66,9 @@ def exec_openapi(registry: FunctionRegistry) -> tuple[dict[str, Any], dict[str, 
     components: dict[str, Any] = {}
     variants: list[dict[str, Any]] = []
     for spec in registry:
-        arguments = spec.signature.arguments_schema()
+        arguments = spec.signature.arguments_schema(ref_template="#/components/schemas/{model}")
         arguments.pop("title", None)
+        components.update(arguments.pop("$defs", {}))
         component = f"Call_{spec.name}"
         components[component] = {
             "type": "object",
@@ -80,8 +82,6 @@ def exec_openapi(registry: FunctionRegistry) -> tuple[dict[str, Any], dict[str, 
                 | {"description": f"Arguments; returns {spec.signature.return_type}"},
             },
         }
-        for name, definition in arguments.pop("$defs", {}).items():
-            components[name] = definition
         variants.append({"$ref": f"#/components/schemas/{component}"})
     body = {"oneOf": variants} if variants else {"type": "object"}
     request_body = {"required": True, "content": {"application/json": {"schema": body}}}
@@ -94,6 +94,7 @@ def exec_openapi(registry: FunctionRegistry) -> tuple[dict[str, Any], dict[str, 
     return {"requestBody": request_body, "responses": responses}, components
 
 
+@functools.cache
 def _provider_class() -> type[OpenAPIProvider]:
     from quart_schema.openapi import OpenAPIProvider
 

@@ -59,9 +59,13 @@ class SignatureInfo:
     accepts_extra: bool
     defaults: dict[str, Any]
 
-    def arguments_schema(self) -> dict[str, Any]:
-        """JSON Schema of the ``args`` object, with each parameter's default where JSON has one."""
-        schema = self.arguments_adapter.json_schema()
+    def arguments_schema(self, ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
+        """JSON Schema of the ``args`` object, with each parameter's default where JSON has one.
+
+        ``ref_template`` places the definitions of nested models (e.g. under an OpenAPI
+        document's ``#/components/schemas/{model}``).
+        """
+        schema = self.arguments_adapter.json_schema(ref_template=ref_template)
         properties = schema.get("properties", {})
         for name, default in self.defaults.items():
             try:

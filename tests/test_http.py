@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 from quart import Quart, jsonify
 from quart.typing import TestClientProtocol as Client
 
@@ -291,3 +292,25 @@ async def test_test_client_without_serving_hooks_still_serves(
         {"executionId": "t", "functionName": "add_numbers", "args": {"a": 2, "b": 2}},
     )
     assert (status, body["result"]) == (200, 4)
+
+
+class Invoice(BaseModel):
+    amount: float
+    paid: bool = False
+
+
+async def test_openapi_places_nested_models_among_the_components(settings: Settings) -> None:
+    functions = FunctionRegistry()
+
+    @functions.function()
+    async def total(invoices: list[Invoice]) -> float:
+        return sum(invoice.amount for invoice in invoices)
+
+    app = create_app(functions, settings, configure_logs=False)
+    async with app.test_app():
+        spec = await (await app.test_client().get("/openapi.json")).get_json()
+    schemas = spec["components"]["schemas"]
+    items = schemas["Call_total"]["properties"]["args"]["properties"]["invoices"]["items"]
+    assert items == {"$ref": "#/components/schemas/Invoice"}
+    assert schemas["Invoice"]["properties"]["amount"]["type"] == "number"
+    assert "$defs" not in json.dumps(spec)
