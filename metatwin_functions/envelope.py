@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic_core import PydanticSerializationError, from_json, to_json
 
-from .errors import MetaTwinFunctionsError
+from .errors import EnvelopeError
 
 __all__ = [
     "EnvelopeError",
@@ -31,15 +31,6 @@ class ExecRequest:
     execution_id: str
     function_name: str
     args: dict[str, Any]
-
-
-class EnvelopeError(MetaTwinFunctionsError):
-    """The request body is not a valid ``/exec`` envelope (HTTP 422)."""
-
-    def __init__(self, problems: list[str], execution_id: str | None = None) -> None:
-        super().__init__("Invalid request: " + "; ".join(problems))
-        self.problems = problems
-        self.execution_id = execution_id
 
 
 def parse_exec_request(body: bytes | str) -> ExecRequest:

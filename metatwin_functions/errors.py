@@ -6,17 +6,55 @@ transport never has to guess; the user's own exception is kept as ``__cause__``.
 
 from __future__ import annotations
 
+from typing import Literal
+
 __all__ = [
+    "CallRejectedError",
+    "ConcurrencyLimitedError",
     "ConfigurationError",
+    "EnvelopeError",
+    "ErrorKind",
     "ExecutionFailedError",
     "ExecutionTimeoutError",
+    "ForbiddenError",
     "FunctionNotFoundError",
+    "IdempotencyConflictError",
     "InvalidArgumentsError",
     "InvocationError",
     "MetaTwinFunctionsError",
+    "RateLimitedError",
     "RegistrationError",
     "ResultSerializationError",
+    "ResultTooLargeError",
+    "UnauthorizedError",
+    "UnavailableError",
 ]
+
+
+ErrorKind = Literal[
+    # The request was refused before any function ran.
+    "invalid_envelope",
+    "too_large",
+    "body_timeout",
+    "unavailable",
+    "unauthorized",
+    "forbidden",
+    "concurrency_limited",
+    "rate_limited",
+    "idempotency_conflict",
+    # The call ran (or was looked up) and did not succeed.
+    "not_found",
+    "invalid_arguments",
+    "execution_failed",
+    "timeout",
+    "result_not_serializable",
+    "result_too_large",
+    "cancelled",
+    # Anything else the HTTP layer answers: 404/405 of other paths, and our own bugs.
+    "http_error",
+    "internal_error",
+]
+"""Every ``metadata.errorKind`` the SDK writes: the one vocabulary of failures."""
 
 
 class MetaTwinFunctionsError(Exception):
@@ -34,7 +72,7 @@ class RegistrationError(MetaTwinFunctionsError):
 class InvocationError(MetaTwinFunctionsError):
     """A call could not produce a result; ``str(error)`` is the contract's error text."""
 
-    kind: str = "internal_error"
+    kind: ErrorKind = "internal_error"
     #: The platform's error code, only where the platform defines one for this failure.
     code: str | None = None
 
@@ -106,3 +144,95 @@ class ResultSerializationError(InvocationError):
             f"{detail}",
             function_name=function_name,
         )
+
+
+class ResultTooLargeError(InvocationError):
+    """The function's result, as JSON, is larger than ``CRBR_FUNCTIONS_MAX_RESULT_SIZE``."""
+
+    kind = "result_too_large"
+
+    def __init__(self, function_name: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"Function '{function_name}' returned a result of {size} bytes as JSON, "
+            f"above the limit of {limit} bytes",
+            function_name=function_name,
+        )
+        self.size = size
+        self.limit = limit
+
+
+class EnvelopeError(MetaTwinFunctionsError):
+    """The request body is not a valid ``/exec`` envelope (HTTP 422)."""
+
+    def __init__(self, problems: list[str], execution_id: str | None = None) -> None:
+        super().__init__("Invalid request: " + "; ".join(problems))
+        self.problems = problems
+        self.execution_id = execution_id
+
+
+class CallRejectedError(MetaTwinFunctionsError):
+    """A call refused before its function ran: carries the HTTP status, kind and headers."""
+
+    status: int = 400
+    kind: ErrorKind = "internal_error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers: dict[str, str] = {} if headers is None else headers
+
+
+class UnauthorizedError(CallRejectedError):
+    """No credentials, or credentials that are not valid (HTTP 401)."""
+
+    status = 401
+    kind = "unauthorized"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class ForbiddenError(CallRejectedError):
+    """The caller lacks every role the function requires (HTTP 403)."""
+
+    status = 403
+    kind = "forbidden"
+
+
+class _TooManyRequestsError(CallRejectedError):
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        # Whole seconds, at least 1, as the contract says.
+        seconds = max(1, int(-(-retry_after // 1)))
+        super().__init__(message, headers={"Retry-After": str(seconds)})
+        self.retry_after = seconds
+
+
+class ConcurrencyLimitedError(_TooManyRequestsError):
+    """Too many calls in flight, in the process or of this function (HTTP 429)."""
+
+    kind = "concurrency_limited"
+
+
+class RateLimitedError(_TooManyRequestsError):
+    """The function's (or the process's) rate limit is spent (HTTP 429)."""
+
+    kind = "rate_limited"
+
+
+class IdempotencyConflictError(CallRejectedError):
+    """The ``executionId`` was used for another call (HTTP 409)."""
+
+    status = 409
+    kind = "idempotency_conflict"
+
+
+class UnavailableError(CallRejectedError):
+    """The server is starting or draining (HTTP 503)."""
+
+    status = 503
+    kind = "unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "1"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
@@ -26,6 +26,12 @@ class FunctionSpec:
     is_async: bool
     timeout: float | None
     signature: SignatureInfo = field(repr=False)
+    #: The caller needs one of these roles (empty: any authenticated caller, or anyone).
+    roles: frozenset[str] = frozenset()
+    #: Most calls of this function in flight in this process (None: no limit).
+    max_concurrency: int | None = None
+    #: Token-bucket rate limit such as ``"100/s"`` (None: no limit).
+    rate_limit: str | None = None
 
 
 class FunctionRegistry:
@@ -41,9 +47,13 @@ class FunctionRegistry:
         name: str | None = None,
         description: str | None = None,
         timeout: float | None = None,
+        **options: Any,
     ) -> FunctionSpec:
-        """Register ``func`` and return its spec; `RegistrationError` if it cannot be served."""
-        spec = build_spec(func, name=name, description=description, timeout=timeout)
+        """Register ``func`` and return its spec; `RegistrationError` if it cannot be served.
+
+        ``options`` are `build_spec`'s: ``roles``, ``max_concurrency``, ``rate_limit``.
+        """
+        spec = build_spec(func, name=name, description=description, timeout=timeout, **options)
         existing = self._specs.get(spec.name)
         if existing is not None and not _same_definition(existing.func, func):
             raise RegistrationError(
@@ -59,11 +69,12 @@ class FunctionRegistry:
         *,
         description: str | None = None,
         timeout: float | None = None,
+        **options: Any,
     ) -> Callable[[F], F]:
         """Decorator form of `register`, bound to this registry."""
 
         def decorate(func: F) -> F:
-            self.register(func, name=name, description=description, timeout=timeout)
+            self.register(func, name=name, description=description, timeout=timeout, **options)
             return func
 
         return decorate
@@ -108,6 +119,9 @@ def build_spec(
     name: str | None = None,
     description: str | None = None,
     timeout: float | None = None,
+    roles: Iterable[str] | None = None,
+    max_concurrency: int | None = None,
+    rate_limit: str | None = None,
 ) -> FunctionSpec:
     """Inspect ``func`` once and build its `FunctionSpec`."""
     if not callable(func) or isinstance(func, type):
@@ -131,6 +145,18 @@ def build_spec(
             f"Function '{resolved_name}': timeout must be a positive number of seconds, "
             f"got {timeout!r}"
         )
+    role_set = _roles(resolved_name, roles)
+    if max_concurrency is not None and (
+        isinstance(max_concurrency, bool)
+        or not isinstance(max_concurrency, int)
+        or max_concurrency < 1
+    ):
+        raise RegistrationError(
+            f"Function '{resolved_name}': max_concurrency must be a positive integer, "
+            f"got {max_concurrency!r}"
+        )
+    if rate_limit is not None:
+        _check_rate(resolved_name, rate_limit)
     if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
         raise RegistrationError(
             f"Function '{resolved_name}': generators cannot be served; return a list instead"
@@ -142,7 +168,33 @@ def build_spec(
         is_async=_is_async(func),
         timeout=None if timeout is None else float(timeout),
         signature=read_signature(func, resolved_name),
+        roles=role_set,
+        max_concurrency=max_concurrency,
+        rate_limit=rate_limit,
     )
+
+
+def _roles(name: str, roles: Iterable[str] | None) -> frozenset[str]:
+    if roles is None:
+        return frozenset()
+    if isinstance(roles, str) or not all(isinstance(r, str) and r.strip() for r in roles):
+        raise RegistrationError(
+            f"Function '{name}': roles must be a list of non-empty strings, got {roles!r}"
+        )
+    return frozenset(r.strip() for r in roles)
+
+
+def _check_rate(name: str, rate_limit: object) -> None:
+    from .rates import parse_rate
+
+    if not isinstance(rate_limit, str):
+        raise RegistrationError(
+            f"Function '{name}': rate_limit must be a string such as \"100/s\", got {rate_limit!r}"
+        )
+    try:
+        parse_rate(rate_limit)
+    except ValueError as exc:
+        raise RegistrationError(f"Function '{name}': {exc}") from None
 
 
 @overload
@@ -155,6 +207,9 @@ def Function(
     description: str | None = None,
     timeout: float | None = None,
     registry: FunctionRegistry | None = None,
+    roles: Iterable[str] | None = None,
+    max_concurrency: int | None = None,
+    rate_limit: str | None = None,
 ) -> Callable[[F], F]: ...
 @overload
 def Function(
@@ -163,6 +218,9 @@ def Function(
     description: str | None = None,
     timeout: float | None = None,
     registry: FunctionRegistry | None = None,
+    roles: Iterable[str] | None = None,
+    max_concurrency: int | None = None,
+    rate_limit: str | None = None,
 ) -> Callable[[F], F]: ...
 def Function(  # noqa: N802 - the contract's name for the decorator
     func_or_name: Any = None,
@@ -172,26 +230,34 @@ def Function(  # noqa: N802 - the contract's name for the decorator
     description: str | None = None,
     timeout: float | None = None,
     registry: FunctionRegistry | None = None,
+    roles: Iterable[str] | None = None,
+    max_concurrency: int | None = None,
+    rate_limit: str | None = None,
 ) -> Any:
     """Register a function to be served.
 
     Every form works: ``@Function``, ``@Function()``, ``@Function("name")`` and
-    ``@Function(name=..., description=..., timeout=..., registry=...)``. The name defaults to the
+    ``@Function(name=..., description=..., timeout=..., registry=...)``. ``roles`` restricts the
+    function to callers holding one of them; ``max_concurrency`` and ``rate_limit`` (``"100/s"``,
+    ``"20/m"``, ``"5/h"``) cap its calls in this process. The name defaults to the
     function's ``__name__``, the description to the first line of its docstring, the timeout to
     ``CRBR_FUNCTIONS_TIMEOUT``; no timeout exceeds ``CRBR_FUNCTIONS_MAX_TIMEOUT``. The function is
     returned unchanged, so it stays callable as before.
     """
     target = default_registry if registry is None else registry
+    options: dict[str, Any] = {
+        "description": description,
+        "timeout": timeout,
+        "roles": roles,
+        "max_concurrency": max_concurrency,
+        "rate_limit": rate_limit,
+    }
     if func_or_name is not None and not isinstance(func_or_name, str):
-        target.register(func_or_name, name=name, description=description, timeout=timeout)
+        target.register(func_or_name, name=name, **options)
         return func_or_name
     if func_or_name is not None and name is not None:
         raise RegistrationError("@Function got two names; pass it once")
-    return target.function(
-        func_or_name if func_or_name is not None else name,
-        description=description,
-        timeout=timeout,
-    )
+    return target.function(func_or_name if func_or_name is not None else name, **options)
 
 
 def _is_async(func: Callable[..., Any]) -> bool:

@@ -40,6 +40,38 @@ class Settings(BaseSettings):
     functions_max_body_size: int = Field(default=1024 * 1024, ge=1024)
     functions_sync_workers: int = Field(default=32, ge=1, le=1024)
     functions_backlog: int = Field(default=2048, ge=1)
+    functions_body_timeout: float = Field(default=30.0, gt=0)
+    functions_max_result_size: int = Field(default=16 * 1024 * 1024, ge=1024)
+    #: Plain ``def`` threads left running past their deadline that may exist at once.
+    functions_max_abandoned_threads: int = Field(default=256, ge=0, le=65536)
+    functions_server: Literal["hypercorn", "uvicorn"] = "hypercorn"
+    #: Serve ``POST /exec`` at the ASGI level, in front of Quart (see the README).
+    functions_fast_exec: bool = True
+
+    # Authentication and authorization: on as soon as a key or JWT variable is set.
+    auth_api_keys: SecretStr | None = None
+    auth_jwt_public_key: SecretStr | None = None
+    auth_jwks_url: str | None = None
+    auth_jwt_secret: SecretStr | None = None
+    auth_jwt_issuer: str | None = None
+    auth_jwt_audience: str | None = None
+    auth_jwt_algorithms: str | None = None
+    auth_roles_claim: str = "roles"
+    auth_jwks_timeout: float = Field(default=5.0, gt=0)
+    auth_protect_metrics: bool = False
+    auth_protect_docs: bool = False
+
+    # Traffic limits (0 / unset = off).
+    functions_max_concurrency: int = Field(default=0, ge=0)
+    functions_rate_limit: str | None = None
+
+    # Idempotency on executionId.
+    idempotency_ttl: float = Field(default=300.0, ge=0)
+    idempotency_max_entries: int = Field(default=10_000, ge=1)
+
+    # Observability.
+    metrics_enabled: bool = True
+    publish_http_executions: bool = False
 
     rabbitmq_hostname: str | None = None
     rabbitmq_port: int = Field(default=5672, ge=1, le=65535)
@@ -52,6 +84,14 @@ class Settings(BaseSettings):
     connection_timeout: float = Field(default=10.0, gt=0)
     max_retries: int = Field(default=5, ge=0)
     retry_delay: float = Field(default=5.0, gt=0)
+    #: AMQP heartbeat, seconds: a partitioned broker is noticed within about two of them.
+    rabbitmq_heartbeat: int = Field(default=10, ge=0, le=600)
+
+    # Execution over RabbitMQ.
+    amqp_exec_enabled: bool = False
+    amqp_exec_queue: str | None = None
+    amqp_exec_prefetch: int = Field(default=16, ge=1, le=65535)
+    amqp_exec_max_deliveries: int = Field(default=5, ge=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -62,7 +102,20 @@ class Settings(BaseSettings):
                 value = data.get(key)
                 if isinstance(value, str):
                     data[key] = value.strip().upper()
-            for key in ("rabbitmq_hostname", "rabbitmq_username", "rabbitmq_password"):
+            for key in (
+                "rabbitmq_hostname",
+                "rabbitmq_username",
+                "rabbitmq_password",
+                "auth_api_keys",
+                "auth_jwt_public_key",
+                "auth_jwks_url",
+                "auth_jwt_secret",
+                "auth_jwt_issuer",
+                "auth_jwt_audience",
+                "auth_jwt_algorithms",
+                "functions_rate_limit",
+                "amqp_exec_queue",
+            ):
                 if data.get(key) == "":
                     data[key] = None
         return data
@@ -76,6 +129,24 @@ class Settings(BaseSettings):
         """The deadline for one call: the function's own or the default, never above the cap."""
         wanted = self.functions_timeout if function_timeout is None else function_timeout
         return min(wanted, self.functions_max_timeout)
+
+    @property
+    def auth_enabled(self) -> bool:
+        """True when any API-key or JWT variable is set: every call then needs credentials."""
+        return any(
+            value is not None
+            for value in (
+                self.auth_api_keys,
+                self.auth_jwt_public_key,
+                self.auth_jwks_url,
+                self.auth_jwt_secret,
+            )
+        )
+
+    @property
+    def amqp_exec_queue_name(self) -> str:
+        """The execution queue: ``CRBR_AMQP_EXEC_QUEUE`` or one named after the deployment."""
+        return self.amqp_exec_queue or f"metatwin-functions.exec.{self.deployment_id}"
 
     @property
     def missing_rabbitmq_settings(self) -> list[str]:
