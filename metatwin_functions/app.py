@@ -22,12 +22,15 @@ def create_app(
     url_prefix: str | None = None,
     docs: bool = True,
     configure_logs: bool = True,
+    fast_exec: bool | None = None,
 ) -> Quart:
     """A Quart app serving ``registry`` (default: every ``@Function``) at ``/exec`` and ``/ready``.
 
     Run it with ``app.run()`` locally, ``hypercorn module:app`` in a container, or
     `FunctionServer`. ``docs`` adds ``/openapi.json`` and ``/docs``; ``configure_logs`` sets up
-    the contract's log format from the settings.
+    the contract's log format from the settings. ``fast_exec`` (default
+    ``CRBR_FUNCTIONS_FAST_EXEC``, on) serves ``POST /exec`` by the raw-ASGI endpoint in front of
+    Quart (see `ExecFastPath` for what that leaves out); off, Quart's view serves it.
     """
     config = load_settings() if settings is None else settings
     if configure_logs:
@@ -36,7 +39,8 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = config.functions_max_body_size
     blueprint = functions_blueprint(registry, config)
     app.register_blueprint(blueprint, url_prefix=url_prefix)
-    ExecFastPath.install(app, blueprint.name)
+    if config.functions_fast_exec if fast_exec is None else fast_exec:
+        ExecFastPath.install(app, blueprint.name)
     # The app's own pages (404, 405) answer in JSON too: this app is an API, not a website.
     app.register_error_handler(HTTPException, http_error_response)
     if docs:

@@ -14,14 +14,18 @@ from pydantic_core import PydanticSerializationError, from_json, to_json
 from .errors import EnvelopeError
 
 __all__ = [
-    "EnvelopeError",
+    "MAX_EXECUTION_ID_LENGTH",
+    "MAX_FUNCTION_NAME_LENGTH",
     "ExecRequest",
-    "envelope_error_body",
     "failure_body",
     "parse_exec_request",
     "serialize_result",
     "success_body",
 ]
+
+
+MAX_EXECUTION_ID_LENGTH = 1024
+MAX_FUNCTION_NAME_LENGTH = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +35,8 @@ class ExecRequest:
     execution_id: str
     function_name: str
     args: dict[str, Any]
+    #: The exact version asked for, or None for the highest.
+    version: str | None = None
 
 
 def parse_exec_request(body: bytes | str) -> ExecRequest:
@@ -49,35 +55,33 @@ def parse_exec_request(body: bytes | str) -> ExecRequest:
     elif not isinstance(execution_id, str):
         problems.append(f"'executionId' must be a string, got {_json_type(execution_id)}")
         execution_id = None
+    elif len(execution_id) > MAX_EXECUTION_ID_LENGTH:
+        problems.append(
+            f"'executionId' is longer than {MAX_EXECUTION_ID_LENGTH} characters "
+            f"({len(execution_id)})"
+        )
+        execution_id = None  # not echoed: a megabyte id must not travel back, nor into logs
     function_name = data.get("functionName")
     if function_name is None and "functionName" not in data:
         problems.append("'functionName' is required")
     elif not isinstance(function_name, str):
         problems.append(f"'functionName' must be a string, got {_json_type(function_name)}")
+    elif len(function_name) > MAX_FUNCTION_NAME_LENGTH:
+        problems.append(
+            f"'functionName' is longer than {MAX_FUNCTION_NAME_LENGTH} characters "
+            f"({len(function_name)})"
+        )
     args = data.get("args")
     if args is None:
         args = {}
     elif not isinstance(args, dict):
         problems.append(f"'args' must be a JSON object, got {_json_type(args)}")
+    version = data.get("version")
+    if version is not None and not isinstance(version, str):
+        problems.append(f"'version' must be a string, got {_json_type(version)}")
     if problems:
         raise EnvelopeError(problems, execution_id)
-    return ExecRequest(execution_id, function_name, args)  # type: ignore[arg-type]
-
-
-def envelope_error_body(error: EnvelopeError) -> bytes:
-    """The 422 body: the response envelope with ``success: false`` and what is wrong."""
-    return to_json(
-        {
-            "success": False,
-            "result": None,
-            "error": str(error),
-            "metadata": {
-                "executionId": error.execution_id,
-                "errorKind": "invalid_request",
-                "problems": error.problems,
-            },
-        }
-    )
+    return ExecRequest(execution_id, function_name, args, version)  # type: ignore[arg-type]
 
 
 def success_body(result_json: bytes, metadata: dict[str, Any]) -> bytes:

@@ -2,73 +2,55 @@
 
 Mount it into any Quart app; its serving hooks start and stop the runtime, and its JSON error
 handlers cover only its own routes, so the host app's pages and JSON provider stay untouched.
+The view is a thin transport: it hands the body and headers to the call pipeline and writes the
+answer, exactly as the raw-ASGI endpoint (`fastpath`) does.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import NoReturn
+from collections.abc import AsyncIterator
 
 from pydantic_core import to_json
 from quart import Blueprint, Response, current_app, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, RequestTimeout
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
-from .envelope import EnvelopeError, envelope_error_body, failure_body, parse_exec_request
+from .answers import Answer, http_error_body, internal_error_body, too_large_answer
+from .body import BodyTooLargeError
+from .pipeline import CallMeta
 from .registry import FunctionRegistry, default_registry
 from .runtime import FunctionRuntime, runtimes_of
 from .settings import Settings, load_settings
 
-__all__ = [
-    "functions_blueprint",
-    "http_error_body",
-    "http_error_response",
-    "internal_error_body",
-    "json_response",
-    "read_body",
-    "too_large_body",
-]
+__all__ = ["functions_blueprint", "http_error_response"]
 
 JSON = "application/json"
-_UNAVAILABLE_READ_TIMEOUT = 1.0
+FAST_EXEC_KEY = "metatwin_functions.fast_exec"
 logger = logging.getLogger("metatwin_functions.http")
+
+
+def answer_response(answer: Answer) -> Response:
+    """A Quart response for a pipeline answer."""
+    response = Response(answer.body, status=answer.status, content_type=JSON)
+    # A complete bytes body needs no send timeout; without one Quart skips a task per response.
+    response.timeout = None
+    if answer.headers:
+        response.headers.update(answer.headers)
+    return response
 
 
 def json_response(body: bytes, status: int = 200) -> Response:
     """A response with a ready-made JSON body."""
-    response = Response(body, status=status, content_type=JSON)
-    # A complete bytes body needs no send timeout; without one Quart skips a task per response.
-    response.timeout = None
-    return response
+    return answer_response(Answer(status, body))
 
 
-async def read_body(limit: int) -> bytes:
-    """The request body, raising `RequestEntityTooLarge` past ``limit`` bytes.
-
-    The blueprint enforces its own limit: the app's ``MAX_CONTENT_LENGTH`` belongs to the host.
-    """
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise RequestEntityTooLarge()
+async def _request_chunks() -> AsyncIterator[bytes]:
     try:
-        async with asyncio.timeout(current_app.config["BODY_TIMEOUT"]):
-            if declared is not None:
-                data: bytes = await request.body
-                return data if len(data) <= limit else _too_large_body()
-            received = bytearray()
-            async for chunk in request.body:
-                received += chunk
-                if len(received) > limit:
-                    _too_large_body()
-            return bytes(received)
-    except TimeoutError:
-        raise RequestTimeout() from None
-
-
-def _too_large_body() -> NoReturn:
-    raise RequestEntityTooLarge()
+        async for chunk in request.body:
+            yield chunk
+    except RequestEntityTooLarge:
+        # The host app's own MAX_CONTENT_LENGTH, if lower than ours.
+        raise BodyTooLargeError from None
 
 
 def functions_blueprint(
@@ -100,6 +82,14 @@ def functions_blueprint(
         started = FunctionRuntime(functions, config)
         runtimes_of(current_app)[name] = started
         await started.start()
+        fast = name in current_app.extensions.get(FAST_EXEC_KEY, ())
+        logger.info(
+            "POST /exec is served by %s",
+            "the raw-ASGI endpoint in front of Quart (Quart's request hooks, signals and "
+            "quart.request do not apply to it)"
+            if fast
+            else "the Quart view",
+        )
 
     @blueprint.after_app_serving
     async def stop_runtime() -> None:
@@ -109,18 +99,20 @@ def functions_blueprint(
 
     async def execute() -> Response:
         """Call a function: ``{"executionId", "functionName", "args"}``."""
-        serving = runtime()
-        if serving.state != "ready":
-            return await _unavailable(serving, config.functions_max_body_size)
-        # Counted from admission, so a drain also waits for a body still on its way.
-        with serving.invoker.admitted():
-            body = await read_body(config.functions_max_body_size)
-            try:
-                call = parse_exec_request(body)
-            except EnvelopeError as error:
-                return json_response(envelope_error_body(error), 422)
-            outcome = await serving.invoker.invoke(call)
-            return json_response(outcome.body)
+        headers = request.headers
+        meta = CallMeta(
+            authorization=headers.get("Authorization"),
+            api_key=headers.get("X-API-Key"),
+            traceparent=headers.get("traceparent"),
+            tracestate=headers.get("tracestate"),
+            detach_on_cancel=True,  # Quart cancels the view when the client goes away
+        )
+        answer = await runtime().pipeline.serve_http(
+            request.content_length, _request_chunks(), meta
+        )
+        if answer is None:  # the client went away: nobody to answer
+            return Response(b"", status=499)
+        return answer_response(answer)
 
     async def ready() -> Response:
         """Readiness: 200 once started, 503 while starting or draining."""
@@ -132,55 +124,22 @@ def functions_blueprint(
     ready.__metatwin_ready__ = True  # type: ignore[attr-defined]
     blueprint.add_url_rule("/exec", "exec", execute, methods=["POST"])
     blueprint.add_url_rule("/ready", "ready", ready, methods=["GET"])
-    blueprint.register_error_handler(RequestEntityTooLarge, _too_large(config))
+
+    async def too_large(_: RequestEntityTooLarge) -> Response:
+        return answer_response(too_large_answer(config.functions_max_body_size))
+
+    blueprint.register_error_handler(RequestEntityTooLarge, too_large)
     blueprint.register_error_handler(HTTPException, http_error_response)
     blueprint.register_error_handler(Exception, _unexpected_error)
     return blueprint
 
 
-async def _unavailable(serving: FunctionRuntime, limit: int) -> Response:
-    # Not admitted, so it never holds up a drain; the body is read briefly, to echo its id.
-    execution_id = None
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(_UNAVAILABLE_READ_TIMEOUT):
-            execution_id = parse_exec_request(await read_body(limit)).execution_id
-    body = failure_body(
-        f"Server is {serving.state}; retry on another instance",
-        {"executionId": execution_id, "errorKind": "unavailable"},
-    )
-    response = json_response(body, 503)
-    response.headers["Retry-After"] = "1"
-    return response
-
-
-def too_large_body(limit: int) -> bytes:
-    """The 413 body: an invalid envelope that says what the limit is."""
-    problem = f"body is larger than the limit of {limit} bytes"
-    return envelope_error_body(EnvelopeError([problem]))
-
-
-def http_error_body(error: HTTPException) -> bytes:
-    """The JSON body for an HTTP error (404, 405, 408, ...) instead of an HTML page."""
-    return failure_body(
-        error.description or error.name, {"executionId": None, "errorKind": "http_error"}
-    )
-
-
-def internal_error_body() -> bytes:
-    """The JSON body of a 500: no detail, the logs have the stack trace."""
-    return failure_body("Internal server error", {"executionId": None, "errorKind": "internal"})
-
-
-def _too_large(config: Settings) -> Callable[[RequestEntityTooLarge], Awaitable[Response]]:
-    async def handle(_: RequestEntityTooLarge) -> Response:
-        return json_response(too_large_body(config.functions_max_body_size), 413)
-
-    return handle
-
-
 async def http_error_response(error: HTTPException) -> Response:
-    """Error handler answering an HTTP error in JSON."""
-    return json_response(http_error_body(error), error.code or 500)
+    """Error handler answering an HTTP error (404, 405, ...) in JSON, with its headers."""
+    response = json_response(http_error_body(error.description or error.name), error.code or 500)
+    if isinstance(error, MethodNotAllowed) and error.valid_methods:
+        response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
+    return response
 
 
 async def _unexpected_error(error: Exception) -> Response:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from .context import ExecutionContext, _current
+from .context import ExecutionContext, Principal, _current
 from .envelope import ExecRequest, failure_body, serialize_result, success_body
 from .errors import (
     ExecutionFailedError,
@@ -25,12 +25,13 @@ from .errors import (
     InvalidArgumentsError,
     InvocationError,
     ResultSerializationError,
+    ResultTooLargeError,
 )
 from .registry import FunctionRegistry, FunctionSpec
 from .settings import Settings
 from .threads import DaemonThreadPool
 
-__all__ = ["CallOutcome", "Invoker", "describe_validation_error"]
+__all__ = ["CallOutcome", "Invoker", "describe_validation_error", "take_cold_start"]
 
 CallStatus = Literal["success", "error", "timeout"]
 
@@ -48,6 +49,22 @@ class CallOutcome:
     duration: float
     error: InvocationError | None = None
 
+    @property
+    def outcome(self) -> str:
+        """``success`` or the ``errorKind`` of the failure (the metrics' ``outcome`` label)."""
+        return "success" if self.error is None else self.error.kind
+
+
+_cold_start = True
+"""True until the process has served its first call (logs' ``cold_start``, spans' coldstart)."""
+
+
+def take_cold_start() -> bool:
+    """True exactly once per process: for the first call served."""
+    global _cold_start
+    cold, _cold_start = _cold_start, False
+    return cold
+
 
 class Invoker:
     """Runs calls of a registry's functions under the settings' deadlines.
@@ -63,50 +80,44 @@ class Invoker:
         self.settings = settings
         self._executor: DaemonThreadPool | None = None
         self._retired: list[DaemonThreadPool] = []
-        self._in_flight = 0
-        self._idle: asyncio.Event | None = None
-        self._admission = _Admission(self)
-
-    @property
-    def in_flight(self) -> int:
-        """Number of calls (and admitted requests) currently running."""
-        return self._in_flight
+        #: ``async def`` calls running now, by task: who to name when the event loop is blocked.
+        self.async_calls: dict[asyncio.Task[Any], str] = {}
 
     @property
     def threads_busy(self) -> int:
         """Plain ``def`` calls queued or running, including those past their deadline."""
-        pools = [*self._retired, *([self._executor] if self._executor is not None else [])]
-        return sum(pool.busy for pool in pools)
+        return sum(pool.busy for pool in self._pools())
 
-    def admitted(self) -> _Admission:
-        """A context manager counting a request as in flight from the moment it is accepted
-        (e.g. while its body arrives), so a drain waits for it too."""
-        return self._admission
+    @property
+    def threads_abandoned(self) -> int:
+        """Plain ``def`` calls still running after their caller got a timeout."""
+        return sum(pool.abandoned for pool in self._pools())
 
-    def _leave(self) -> None:
-        self._in_flight -= 1
-        if self._in_flight == 0 and self._idle is not None:
-            self._idle.set()
-            self._idle = None
+    def _pools(self) -> list[DaemonThreadPool]:
+        return [*self._retired, *([self._executor] if self._executor is not None else [])]
 
-    async def invoke(self, request: ExecRequest) -> CallOutcome:
+    async def invoke(
+        self, request: ExecRequest, caller: Principal | None = None, *, cold_start: bool = False
+    ) -> CallOutcome:
         """Serve one call; never raises for anything the function or its arguments do."""
         started = time.perf_counter()
-        token = _current.set(ExecutionContext(request.execution_id, request.function_name))
+        token = _current.set(ExecutionContext(request.execution_id, request.function_name, caller))
         try:
             try:
-                with self.admitted():
-                    result_json = await self._run(request)
+                result_json = await self._run(request)
             except InvocationError as error:
-                return self._failed(request, error, started)
+                return self._failed(request, error, started, cold_start)
             duration = time.perf_counter() - started
             metadata = {"executionId": request.execution_id, "durationMs": _ms(duration)}
             if logger.isEnabledFor(logging.INFO):
+                extra: dict[str, Any] = {"status": "success", "duration_ms": _ms(duration)}
+                if cold_start:
+                    extra["cold_start"] = True
                 logger.info(
                     "Function '%s' succeeded in %.1f ms",
                     request.function_name,
                     duration * 1000,
-                    extra={"status": "success", "duration_ms": _ms(duration)},
+                    extra=extra,
                 )
             return CallOutcome(
                 request.execution_id,
@@ -117,21 +128,6 @@ class Invoker:
             )
         finally:
             _current.reset(token)
-
-    async def wait_idle(self, timeout: float) -> bool:
-        """Wait until no call is running, at most ``timeout`` seconds; True if idle."""
-        if self._in_flight == 0:
-            return True
-        # One event shared by every waiter (a second drain must not orphan the first).
-        if self._idle is None:
-            self._idle = asyncio.Event()
-        idle = self._idle
-        try:
-            async with asyncio.timeout(timeout):
-                await idle.wait()
-        except TimeoutError:
-            return False
-        return True
 
     def close(self) -> None:
         """Release the thread pool; threads still running are daemons and never delay exit."""
@@ -147,18 +143,31 @@ class Invoker:
             raise FunctionNotFoundError(request.function_name)
         kwargs = _validate_arguments(spec, request.args)
         timeout = self.settings.effective_timeout(spec.timeout)
-        deadline = asyncio.timeout(timeout)
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + timeout
+        deadline = asyncio.timeout_at(ends)
+        task = asyncio.current_task()
+        thread_call: asyncio.Future[Any] | None = None
         try:
             async with deadline:
                 if spec.is_async:
-                    result = await spec.func(**kwargs)
+                    if task is not None:
+                        self.async_calls[task] = spec.name
+                    try:
+                        result = await spec.func(**kwargs)
+                    finally:
+                        if task is not None:
+                            self.async_calls.pop(task, None)
                 else:
-                    result = await self._run_in_thread(spec, kwargs)
+                    thread_call = self._run_in_thread(spec, kwargs)
+                    result = await thread_call
                 if inspect.isawaitable(result):
                     # A def that returns a coroutine (e.g. under a decorator unaware of async).
                     result = await result
         except TimeoutError as exc:
             if deadline.expired():
+                if thread_call is not None:
+                    self._abandon(thread_call)
                 raise ExecutionTimeoutError(spec.name, timeout) from None
             raise ExecutionFailedError(spec.name, exc) from exc
         except asyncio.CancelledError as exc:
@@ -176,24 +185,43 @@ class Invoker:
         current = asyncio.current_task()
         if current is not None and current.cancelling():
             raise asyncio.CancelledError  # the function swallowed the server's cancellation
-        if deadline.expired():
-            # The function swallowed its cancellation and returned after the deadline.
+        if deadline.expired() or loop.time() > ends:
+            # It swallowed its cancellation and returned late, or it blocked the event loop past
+            # its deadline so that the deadline could not even fire: a timeout either way.
             raise ExecutionTimeoutError(spec.name, timeout)
         try:
-            return serialize_result(result)
+            result_json = serialize_result(result)
         except ValueError as exc:
             raise ResultSerializationError(spec.name, str(exc)) from None
+        limit = self.settings.functions_max_result_size
+        if len(result_json) > limit:
+            raise ResultTooLargeError(spec.name, len(result_json), limit)
+        return result_json
+
+    def _abandon(self, call: asyncio.Future[Any]) -> None:
+        # The asyncio future wraps the pool's; the pool frees the slot of a call past its deadline.
+        pool_call = getattr(call, "_metatwin_pool_call", None)
+        if pool_call is not None:
+            pool, inner = pool_call
+            pool.abandon(inner)
 
     def _run_in_thread(self, spec: FunctionSpec, kwargs: dict[str, Any]) -> asyncio.Future[Any]:
         if self._executor is None:
             self._executor = DaemonThreadPool(
-                self.settings.functions_sync_workers, thread_name_prefix="metatwin-sync"
+                self.settings.functions_sync_workers,
+                thread_name_prefix="metatwin-sync",
+                max_abandoned=self.settings.functions_max_abandoned_threads,
             )
         context = contextvars.copy_context()
         call = functools.partial(context.run, spec.func, **kwargs)
-        return asyncio.get_running_loop().run_in_executor(self._executor, call)
+        inner = self._executor.submit(call)
+        outer = asyncio.wrap_future(inner)
+        outer._metatwin_pool_call = (self._executor, inner)  # type: ignore[attr-defined]
+        return outer
 
-    def _failed(self, request: ExecRequest, error: InvocationError, started: float) -> CallOutcome:
+    def _failed(
+        self, request: ExecRequest, error: InvocationError, started: float, cold_start: bool
+    ) -> CallOutcome:
         duration = time.perf_counter() - started
         status: CallStatus = "timeout" if isinstance(error, ExecutionTimeoutError) else "error"
         metadata: dict[str, Any] = {
@@ -203,10 +231,18 @@ class Invoker:
         }
         if error.code is not None:
             metadata["errorCode"] = error.code
-        extra = {"status": status, "duration_ms": _ms(duration), "error_kind": error.kind}
+        extra: dict[str, Any] = {
+            "status": status,
+            "duration_ms": _ms(duration),
+            "error_kind": error.kind,
+        }
+        if cold_start:
+            extra["cold_start"] = True
         if isinstance(error, ExecutionFailedError):
             logger.error(str(error), exc_info=error.__cause__, extra=extra)
-        elif isinstance(error, ExecutionTimeoutError | ResultSerializationError):
+        elif isinstance(
+            error, ExecutionTimeoutError | ResultSerializationError | ResultTooLargeError
+        ):
             logger.error(str(error), extra=extra)
         else:
             logger.warning(str(error), extra=extra)
@@ -220,20 +256,7 @@ class Invoker:
         )
 
 
-class _Admission:
-    """`Invoker.admitted`: a plain class, as it runs twice on every call (a generator-based
-    context manager costs about six times as much)."""
-
-    __slots__ = ("_invoker",)
-
-    def __init__(self, invoker: Invoker) -> None:
-        self._invoker = invoker
-
-    def __enter__(self) -> None:
-        self._invoker._in_flight += 1
-
-    def __exit__(self, *_: object) -> None:
-        self._invoker._leave()
+_LOGGED_AS_ERRORS = (ExecutionTimeoutError, ResultSerializationError, ResultTooLargeError)
 
 
 def _validate_arguments(spec: FunctionSpec, args: dict[str, Any]) -> dict[str, Any]:

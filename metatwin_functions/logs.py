@@ -37,14 +37,28 @@ class ExecutionContextFilter(logging.Filter):
         return True
 
 
+# Control characters are written as escapes, so that no name or id a client sends can start a
+# line of its own (a forged log line) or move the terminal's cursor.
+_CONTROL_ESCAPES = {
+    code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F) if chr(code) not in "\t"
+} | {ord("\n"): "\\n", ord("\r"): "\\r"}
+
+
 class TextFormatter(logging.Formatter):
-    """Human-readable lines with the call's identity appended when there is one."""
+    """Human-readable lines with the call's identity appended when there is one.
+
+    Control characters in the message and the fields are escaped (``\\n``, ``\\x1b``): one record
+    is one line, whatever a client put in a function name or an execution id. A traceback still
+    follows on lines of its own.
+    """
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
-        line = super().formatMessage(record)
+        return self._identity(record, super().formatMessage(record)).translate(_CONTROL_ESCAPES)
+
+    def _identity(self, record: logging.LogRecord, line: str) -> str:
         execution_id = getattr(record, "execution_id", None)
         if execution_id is None:
             return line

@@ -8,9 +8,12 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any, Literal
 
+from .guards import CallGuards
 from .invocation import Invoker
+from .pipeline import CallPipeline
 from .registry import FunctionRegistry
 from .settings import Settings
+from .watchdog import LoopWatchdog
 
 if TYPE_CHECKING:
     from quart import Quart
@@ -32,12 +35,18 @@ class FunctionRuntime:
         self.registry = registry
         self.settings = settings
         self.invoker = Invoker(registry, settings)
+        self.guards = CallGuards()
+        self.pipeline = CallPipeline(
+            self.invoker, self.guards, lambda: self.state == "ready", state=lambda: self.state
+        )
         self.events: EventsService | None = None
         self.state: RuntimeState = "starting"
         self._events_starting: asyncio.Task[None] | None = None
+        self._watchdog = LoopWatchdog(self.invoker.async_calls)
 
     async def start(self) -> None:
         """Start the runtime; never waits on the broker, nor on loading the broker client."""
+        self._watchdog.start()
         if self.settings.events_configured:
             self._events_starting = asyncio.create_task(
                 self._start_events(), name="metatwin-functions-events-start"
@@ -67,13 +76,20 @@ class FunctionRuntime:
         if self.state == "ready":
             self.state = "draining"
             logger.info(
-                "Draining: refusing new calls, waiting for %d in flight", self.invoker.in_flight
+                "Draining: refusing new calls, waiting for %d in flight", self.pipeline.in_flight
             )
-        return await self.invoker.wait_idle(timeout)
+        return await self.pipeline.wait_idle(timeout)
+
+    def abort(self) -> None:
+        """A forced stop: calls still in flight are answered 503 now instead of awaited."""
+        aborted = self.pipeline.abort_in_flight()
+        if aborted:
+            logger.warning("Answering %d call(s) in flight with 503: forced stop", aborted)
 
     async def stop(self) -> None:
         """Stop the events service and release the thread pool."""
         self.state = "stopped"
+        await self._watchdog.stop()
         if self._events_starting is not None and not self._events_starting.done():
             self._events_starting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -101,6 +117,7 @@ class FunctionRuntime:
             "functions": self.registry.names,
             "rabbitmq_enabled": self.rabbitmq_enabled,
             "rabbitmq_connected": self.rabbitmq_connected,
+            "sync_threads_abandoned": self.invoker.threads_abandoned,
         }
 
 

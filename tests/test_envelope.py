@@ -13,10 +13,10 @@ import pytest
 from pydantic import BaseModel
 
 from metatwin_functions import MetaTwinFunctionsError
+from metatwin_functions.answers import envelope_error_answer
 from metatwin_functions.envelope import (
     EnvelopeError,
     ExecRequest,
-    envelope_error_body,
     failure_body,
     parse_exec_request,
     serialize_result,
@@ -169,14 +169,14 @@ def test_envelope_error_has_no_execution_id_when_it_is_not_a_string() -> None:
 
 def test_envelope_error_body_is_json_of_the_response_shape_with_problems() -> None:
     error = EnvelopeError(["'functionName' is required", "'args' must be a JSON object"], "id-1")
-    body = json.loads(envelope_error_body(error))
+    body = json.loads(envelope_error_answer(error).body)
     assert body == {
         "success": False,
         "result": None,
         "error": "Invalid request: 'functionName' is required; 'args' must be a JSON object",
         "metadata": {
             "executionId": "id-1",
-            "errorKind": "invalid_request",
+            "errorKind": "invalid_envelope",
             "problems": ["'functionName' is required", "'args' must be a JSON object"],
         },
     }
@@ -185,7 +185,7 @@ def test_envelope_error_body_is_json_of_the_response_shape_with_problems() -> No
 def test_envelope_error_body_from_a_real_parse_failure() -> None:
     with pytest.raises(EnvelopeError) as caught:
         parse_exec_request(b"[1]")
-    body = json.loads(envelope_error_body(caught.value))
+    body = json.loads(envelope_error_answer(caught.value).body)
     assert body["success"] is False
     assert body["metadata"]["executionId"] is None
     assert body["metadata"]["problems"] == ["body must be a JSON object, got array"]

@@ -110,7 +110,7 @@ async def test_invalid_envelope_is_422_json_saying_what_is_wrong(
     assert status == 422
     assert answer["success"] is False
     assert problem in answer["error"]
-    assert answer["metadata"]["errorKind"] == "invalid_request"
+    assert answer["metadata"]["errorKind"] == "invalid_envelope"
 
 
 async def test_body_over_the_limit_is_413_json(registry: FunctionRegistry) -> None:
@@ -135,7 +135,7 @@ async def test_mounted_blueprint_enforces_its_own_body_limit(registry: FunctionR
         body = {"executionId": "big", "functionName": "shout", "args": {"text": "x" * 4096}}
         status, answer = await post_exec(host.test_client(), body, path="/fn/exec")
     assert status == 413
-    assert answer["metadata"]["errorKind"] == "invalid_request"
+    assert answer["metadata"]["errorKind"] == "too_large"
     assert host.config["MAX_CONTENT_LENGTH"] != 2048
 
 
@@ -183,6 +183,7 @@ async def test_ready_lists_the_functions(client: Client) -> None:
         "functions": ["add_numbers", "slow", "shout"],
         "rabbitmq_enabled": False,
         "rabbitmq_connected": False,
+        "sync_threads_abandoned": 0,
     }
 
 

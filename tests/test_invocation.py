@@ -510,66 +510,6 @@ async def test_concurrent_calls_each_see_their_own_execution_id(
     assert [body["result"] for _, body in results] == ["id-0", "id-1", "id-2"]
 
 
-# --- in flight and idle ----------------------------------------------------------------------
-
-
-async def test_in_flight_counts_running_calls_and_wait_idle_waits_for_them(
-    registry: FunctionRegistry, invoker: Invoker
-) -> None:
-    release = asyncio.Event()
-
-    @registry.function()
-    async def hold() -> str:
-        await release.wait()
-        return "released"
-
-    assert invoker.in_flight == 0
-    assert await invoker.wait_idle(0.01) is True
-    tasks = [asyncio.create_task(call(invoker, "hold")) for _ in range(2)]
-    await asyncio.sleep(0.05)
-    assert invoker.in_flight == 2
-    assert await invoker.wait_idle(0.05) is False
-
-    waiter = asyncio.create_task(invoker.wait_idle(2))
-    await asyncio.sleep(0.01)
-    assert not waiter.done()
-    release.set()
-    assert await waiter is True
-    assert invoker.in_flight == 0
-    assert [body["result"] for _, body in await asyncio.gather(*tasks)] == ["released"] * 2
-
-
-async def test_in_flight_returns_to_zero_after_failures(
-    registry: FunctionRegistry, invoker: Invoker
-) -> None:
-    @registry.function()
-    async def fail() -> None:
-        raise RuntimeError("x")
-
-    await call(invoker, "fail")
-    await call(invoker, "missing")
-    assert invoker.in_flight == 0
-
-
-async def test_two_concurrent_idle_waiters_both_see_idle(
-    registry: FunctionRegistry, invoker: Invoker
-) -> None:
-    release = asyncio.Event()
-
-    @registry.function()
-    async def hold() -> None:
-        await release.wait()
-
-    task = asyncio.create_task(call(invoker, "hold"))
-    await asyncio.sleep(0.02)
-    first = asyncio.create_task(invoker.wait_idle(1))
-    second = asyncio.create_task(invoker.wait_idle(1))
-    await asyncio.sleep(0.02)
-    release.set()
-    assert await asyncio.gather(first, second) == [True, True]
-    await task
-
-
 # --- the thread pool -------------------------------------------------------------------------
 
 
@@ -693,14 +633,6 @@ async def test_a_def_returning_a_coroutine_is_awaited(
 
     _, body = await call(invoker, "wraps_async")
     assert (body["success"], body["result"]) == (True, 7)
-
-
-async def test_an_admitted_request_counts_as_in_flight_for_the_drain(invoker: Invoker) -> None:
-    with invoker.admitted():
-        assert invoker.in_flight == 1
-        assert await invoker.wait_idle(0.05) is False
-    assert invoker.in_flight == 0
-    assert await invoker.wait_idle(0.05) is True
 
 
 async def test_threads_past_their_deadline_are_counted_until_they_finish(
