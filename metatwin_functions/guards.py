@@ -14,7 +14,20 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .answers import Answer
 from .context import Principal
 from .envelope import ExecRequest
+from .errors import IdempotencyConflictError
+from .idempotency import (
+    Acquired,
+    Conflict,
+    IdempotencyStore,
+    Stored,
+    build_idempotency_store,
+    call_fingerprint,
+    replayed_body,
+)
 from .invocation import CallOutcome
+from .limits import TrafficLimits
+from .registry import FunctionRegistry, FunctionSpec
+from .settings import Settings
 
 if TYPE_CHECKING:
     from .pipeline import CallMeta
@@ -59,14 +72,40 @@ class CallObservation:
 
 
 class CallGuards:
-    """Auth, idempotency, limits, metrics and tracing of one runtime (each None when off)."""
+    """Auth, idempotency, limits, metrics and tracing of one runtime (each None when off).
 
-    def __init__(self, *, metrics: CallMetrics | None = None) -> None:
+    Args:
+        registry: The functions served (their roles and limits).
+        settings: Where each guard reads whether it is on.
+        idempotency_store: A store to use instead of the per-process one (e.g. a shared one).
+        metrics: Where calls and refusals are counted.
+    """
+
+    def __init__(
+        self,
+        registry: FunctionRegistry,
+        settings: Settings,
+        *,
+        idempotency_store: IdempotencyStore | None = None,
+        metrics: CallMetrics | None = None,
+    ) -> None:
+        self.registry = registry
         self.metrics = metrics
         self.authenticator: Any = None
-        self.idempotency: Any = None
-        self.limits: Any = None
+        self.authorize: Callable[[Principal | None, FunctionSpec], None] | None = None
+        self.idempotency = (
+            build_idempotency_store(settings) if idempotency_store is None else idempotency_store
+        )
+        if settings.idempotency_ttl == 0:
+            self.idempotency = None
+        limits = TrafficLimits(settings, registry)
+        self.limits = limits if limits.enabled else None
         self.tracer: Any = None
+
+    @property
+    def saturated(self) -> bool:
+        """True while the process-wide concurrency limit is reached."""
+        return self.limits is not None and self.limits.saturated
 
     async def authenticate(self, request: ExecRequest, meta: CallMeta) -> Principal | None:
         """The caller, or None when auth is off; raises `UnauthorizedError`."""
@@ -81,8 +120,75 @@ class CallGuards:
         self, request: ExecRequest, caller: Principal | None, meta: CallMeta, invoke: Invoke
     ) -> Answer:
         """Run ``invoke`` behind authorization, idempotency and the traffic limits."""
-        outcome = await invoke(request, caller, meta)
-        return Answer(200, outcome.body)
+        spec = self.registry.get(request.function_name)
+        if spec is None:  # answered as not found; nothing to reserve or limit
+            missing = await invoke(request, caller, meta)
+            return Answer(200, missing.body)
+        if self.authorize is not None:
+            self.authorize(caller, spec)
+        store = self.idempotency
+        if store is None or not request.execution_id:
+            unguarded, _ = await self._limited(spec, request, caller, meta, invoke)
+            return unguarded
+        execution_id = request.execution_id
+        fingerprint = call_fingerprint(
+            spec.name, request.version, request.args, None if caller is None else caller.subject
+        )
+        while True:
+            reservation = await store.reserve(execution_id, fingerprint)
+            if isinstance(reservation, Acquired):
+                break
+            if isinstance(reservation, Stored):
+                self._replayed(spec.name)
+                return Answer(200, replayed_body(reservation.body))
+            if isinstance(reservation, Conflict):
+                raise IdempotencyConflictError(
+                    f"executionId '{execution_id}' was already used for another call "
+                    "(another function, other arguments or another caller)"
+                )
+            joined = await reservation.wait()  # the same call is running: join it
+            if joined is not None:
+                return Answer(200, joined)
+            # It ended without an answer (cancelled): reserve again.
+        answer: Answer | None = None
+        outcome: CallOutcome | None = None
+        try:
+            answer, outcome = await self._limited(spec, request, caller, meta, invoke)
+        finally:
+            # Always completed, so that waiters never hang; a refusal (429) is not an answer
+            # for them: they reserve again and meet the limits themselves.
+            succeeded = outcome is not None and outcome.error is None
+            joinable = outcome is not None and answer is not None
+            await store.complete(
+                execution_id,
+                fingerprint,
+                answer.body if joinable and answer is not None else None,
+                store=succeeded,
+            )
+        return answer
+
+    async def _limited(
+        self,
+        spec: FunctionSpec,
+        request: ExecRequest,
+        caller: Principal | None,
+        meta: CallMeta,
+        invoke: Invoke,
+    ) -> tuple[Answer, CallOutcome]:
+        limits = self.limits
+        if limits is None:
+            outcome = await invoke(request, caller, meta)
+            return Answer(200, outcome.body), outcome
+        lease = limits.acquire(spec)  # raises the 429s
+        try:
+            outcome = await invoke(request, caller, meta)
+        finally:
+            lease.release()
+        return Answer(200, outcome.body), outcome
+
+    def _replayed(self, function: str) -> None:
+        if self.metrics is not None:
+            self.metrics.call_finished(function, "replayed", 0.0)
 
     @contextmanager
     def observe_call(

@@ -35,7 +35,7 @@ class FunctionRuntime:
         self.registry = registry
         self.settings = settings
         self.invoker = Invoker(registry, settings)
-        self.guards = CallGuards()
+        self.guards = CallGuards(registry, settings)
         self.pipeline = CallPipeline(
             self.invoker, self.guards, lambda: self.state == "ready", state=lambda: self.state
         )
@@ -118,6 +118,7 @@ class FunctionRuntime:
             "rabbitmq_enabled": self.rabbitmq_enabled,
             "rabbitmq_connected": self.rabbitmq_connected,
             "sync_threads_abandoned": self.invoker.threads_abandoned,
+            "saturated": self.guards.saturated,
         }
 
 

@@ -61,6 +61,7 @@ def quick_settings() -> Settings:
         functions_timeout=2,
         functions_max_timeout=5,
         functions_body_timeout=0.3,
+        idempotency_ttl=0,  # the same executionId is sent through both transports
         _env_file=None,  # type: ignore[call-arg]
     )
 

@@ -184,6 +184,7 @@ async def test_ready_lists_the_functions(client: Client) -> None:
         "rabbitmq_enabled": False,
         "rabbitmq_connected": False,
         "sync_threads_abandoned": 0,
+        "saturated": False,
     }
 
 

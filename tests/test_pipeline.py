@@ -49,7 +49,7 @@ def gate() -> Gate:
 @pytest.fixture
 def pipeline(registry: FunctionRegistry, settings: Settings, gate: Gate) -> Iterator[CallPipeline]:
     invoker = Invoker(registry, settings)
-    yield CallPipeline(invoker, CallGuards(), gate, state=lambda: "draining")
+    yield CallPipeline(invoker, CallGuards(registry, settings), gate, state=lambda: "draining")
     invoker.close()
 
 
