@@ -7,8 +7,8 @@ Entry grammar (entries separated by ``,``, blanks around them ignored, empty ent
   ``a:b`` with no roles; ``a:b:admin`` is the key ``a:b`` with the role ``admin``), or be given
   in its ``sha256:`` form.
 - ``sha256:<64 hex digits>`` or ``sha256:<64 hex digits>:role1|role2``: the SHA-256 of the key,
-  so that the secret need not sit in a manifest. An entry starting with ``sha256:`` is always read
-  this way: a plain key cannot start with ``sha256:``.
+  so that the secret need not sit in a manifest. An entry starting with ``sha256:`` (in any
+  letter case) is always read this way: a plain key cannot start with ``sha256:``.
 """
 
 from __future__ import annotations
@@ -47,6 +47,11 @@ class ApiKeyEntry:
         return f"api-key:{self.digest.hex()[:12]}"
 
 
+def digest(key: str) -> bytes:
+    """The SHA-256 of a key's UTF-8 bytes (lone surrogates from odd bytes kept, not refused)."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
 def parse_api_keys(text: str) -> list[ApiKeyEntry]:
     """Parse ``CRBR_AUTH_API_KEYS``; `ConfigurationError` names a bad entry by position only."""
     entries: list[ApiKeyEntry] = []
@@ -71,7 +76,8 @@ def parse_api_keys(text: str) -> list[ApiKeyEntry]:
 
 def _parse_entry(item: str, position: int) -> ApiKeyEntry:
     where = f"{VARIABLE}: entry {position}"
-    if item.startswith(_SHA256_PREFIX):
+    # Any case: ``SHA256:<hex>`` read as a plain key would make the digest a role.
+    if item[: len(_SHA256_PREFIX)].lower() == _SHA256_PREFIX:
         digest_hex, sep, roles_text = item[len(_SHA256_PREFIX) :].partition(":")
         if not _HEX64.fullmatch(digest_hex):
             raise ConfigurationError(
@@ -87,7 +93,7 @@ def _parse_entry(item: str, position: int) -> ApiKeyEntry:
     if not key:
         raise ConfigurationError(f"{where}: the key is empty")
     return ApiKeyEntry(
-        hashlib.sha256(key.encode()).digest(),
+        digest(key),
         _roles(roles_text, sep, where),
         position=position,
         looks_like_jwt=JWT_SHAPE.fullmatch(key) is not None,
@@ -113,7 +119,7 @@ class ApiKeyAuthenticator:
 
     def verify(self, key: str) -> Principal:
         """The principal of ``key``, or `UnauthorizedError` when no entry matches."""
-        presented = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+        presented = digest(key)
         match: ApiKeyEntry | None = None
         # Compare with every entry, without stopping at a match: the time taken says nothing
         # about which entry (or whether any) matched.

@@ -66,7 +66,7 @@ def test_plain_entries_hash_the_key_and_read_roles_after_the_last_colon() -> Non
 
 
 def test_sha256_entries_hold_the_digest_with_optional_roles() -> None:
-    bare, with_roles = parse_api_keys(f"sha256:{sha('one')},sha256:{sha('two').upper()}:admin")
+    bare, with_roles = parse_api_keys(f"sha256:{sha('one')},SHA256:{sha('two').upper()}:admin")
     assert bare.digest.hex() == sha("one")
     assert bare.roles == frozenset()
     assert with_roles.digest.hex() == sha("two")
