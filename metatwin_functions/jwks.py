@@ -169,8 +169,15 @@ def _fetch_json(url: str, timeout: float) -> object:
     ):
         opener.add_handler(handler)
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    # The socket timeout bounds each read; the deadline bounds them all, so that a server that
+    # drips its answer cannot hold this thread long after the caller stopped waiting.
+    deadline = time.monotonic() + timeout
+    body = bytearray()
     with opener.open(request, timeout=timeout) as response:
-        body: bytes = response.read(MAX_DOCUMENT_BYTES + 1)
-    if len(body) > MAX_DOCUMENT_BYTES:
-        raise ValueError("JWKS document too large")
+        while chunk := response.read1(64 * 1024):
+            body += chunk
+            if len(body) > MAX_DOCUMENT_BYTES:
+                raise ValueError("JWKS document too large")
+            if time.monotonic() > deadline:
+                raise TimeoutError("JWKS fetch took too long")
     return json.loads(body)

@@ -522,3 +522,13 @@ async def test_no_key_token_or_claim_value_reaches_a_log_record_or_error(
     for text in texts:
         for secret in [*secrets, *tokens, "kid-unique"]:
             assert secret not in text
+
+
+@pytest.mark.parametrize("document", ["not a jwks", {"keys": []}, {"keys": [{"kty": "RSA"}]}])
+async def test_a_jwks_document_without_usable_keys_leaves_keys_unavailable(
+    jwks_server: JwksServer, rsa_key: Any, document: object
+) -> None:
+    jwks_server.document = document
+    authenticator = make_authenticator(auth_jwks_url=jwks_server.url)
+    message = await reason(authenticator, make_token(rsa_key, kid="r1"))
+    assert message == "Token signing keys unavailable"
