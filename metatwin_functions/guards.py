@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .answers import Answer
+from .auth import Authenticator, authorize, build_authenticator
 from .context import Principal
 from .envelope import ExecRequest
 from .errors import IdempotencyConflictError
@@ -91,8 +92,7 @@ class CallGuards:
     ) -> None:
         self.registry = registry
         self.metrics = metrics
-        self.authenticator: Any = None
-        self.authorize: Callable[[Principal | None, FunctionSpec], None] | None = None
+        self.authenticator: Authenticator | None = build_authenticator(settings)
         self.idempotency = (
             build_idempotency_store(settings) if idempotency_store is None else idempotency_store
         )
@@ -124,8 +124,8 @@ class CallGuards:
         if spec is None:  # answered as not found; nothing to reserve or limit
             missing = await invoke(request, caller, meta)
             return Answer(200, missing.body)
-        if self.authorize is not None:
-            self.authorize(caller, spec)
+        if spec.roles:
+            authorize(caller, spec)  # without auth configured, such a function is closed
         store = self.idempotency
         if store is None or not request.execution_id:
             unguarded, _ = await self._limited(spec, request, caller, meta, invoke)
@@ -201,6 +201,11 @@ class CallGuards:
         finally:
             if observation.outcome is None:
                 observation.abandon()
+
+    async def aclose(self) -> None:
+        """Release what the guards hold (the JWKS refresh)."""
+        if self.authenticator is not None:
+            await self.authenticator.aclose()
 
     def rejected(self, kind: str) -> None:
         """Count a refused request."""

@@ -53,6 +53,14 @@ class FunctionRuntime:
             )
         elif self.settings.incomplete_events_warning is not None:
             logger.warning(self.settings.incomplete_events_warning)
+        closed = [spec.name for spec in self.registry if spec.roles]
+        if closed and self.guards.authenticator is None:
+            logger.warning(
+                "Function(s) %s require roles but no authentication is configured "
+                "(CRBR_AUTH_API_KEYS, CRBR_AUTH_JWT_PUBLIC_KEY, CRBR_AUTH_JWKS_URL or "
+                "CRBR_AUTH_JWT_SECRET): every call of them is refused with 403",
+                ", ".join(closed),
+            )
         self.state = "ready"
         logger.info(
             "Serving %d function(s): %s",
@@ -96,6 +104,7 @@ class FunctionRuntime:
                 await self._events_starting
         if self.events is not None:
             await self.events.stop()
+        await self.guards.aclose()
         self.invoker.close()
 
     @property

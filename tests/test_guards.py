@@ -170,3 +170,101 @@ async def test_ready_says_saturated_at_the_process_concurrency_limit(registry: A
         )
         registry.release.set()
         await held
+
+
+# --- authentication and authorization, through both transports ---------------------------------
+
+SECRET_KEY = "k-8f3e2c1d9b7a-unique"
+
+
+@pytest.fixture
+def secured(registry: FunctionRegistry) -> FunctionRegistry:
+    from metatwin_functions import current_execution
+
+    @registry.function(roles=["admin"])
+    async def admin_only() -> str:
+        return "secret"
+
+    @registry.function()
+    async def whoami() -> list[Any]:
+        context = current_execution()
+        assert context is not None
+        assert context.caller is not None
+        return [context.caller.subject.startswith("api-key:"), sorted(context.caller.roles)]
+
+    return registry
+
+
+@pytest.fixture(params=[True, False], ids=["raw-asgi", "quart-view"])
+async def secured_app(
+    request: pytest.FixtureRequest, secured: FunctionRegistry
+) -> AsyncIterator[Quart]:
+    settings = quick(auth_api_keys=f"{SECRET_KEY}:reader,other-key-123456:admin|reader")
+    application = create_app(secured, settings, configure_logs=False, fast_exec=request.param)
+    async with application.test_app():
+        yield application
+
+
+async def call_with(
+    app: Quart, headers: dict[str, str], name: str, execution_id: str = "a-1"
+) -> tuple[int, Any, Any]:
+    body = {"executionId": execution_id, "functionName": name, "args": {}}
+    response = await app.test_client().post("/exec", json=body, headers=headers)
+    return response.status_code, json.loads(await response.get_data()), response.headers
+
+
+@pytest.mark.parametrize(
+    ("headers", "problem"),
+    [
+        ({}, "missing"),
+        ({"Authorization": "Bearer wrong-key-000000"}, "key"),
+        ({"Authorization": "Basic abc"}, "malformed"),
+        ({"X-API-Key": "wrong-key-000000"}, "key"),
+    ],
+)
+async def test_calls_without_valid_credentials_are_401_and_echo_the_id(
+    secured_app: Quart, headers: dict[str, str], problem: str
+) -> None:
+    status, body, response_headers = await call_with(secured_app, headers, "whoami")
+    assert status == 401
+    assert response_headers["WWW-Authenticate"] == "Bearer"
+    assert body["metadata"] == {"executionId": "a-1", "errorKind": "unauthorized"}
+    assert problem in body["error"].lower()
+    assert SECRET_KEY not in body["error"]
+
+
+async def test_unknown_functions_need_credentials_too(secured_app: Quart) -> None:
+    status, _, _ = await call_with(secured_app, {}, "no_such_function")
+    assert status == 401
+
+
+async def test_the_caller_is_seen_in_code_and_roles_are_enforced(secured_app: Quart) -> None:
+    reader = {"Authorization": f"Bearer {SECRET_KEY}"}
+    status, body, _ = await call_with(secured_app, reader, "whoami", "r-1")
+    assert (status, body["result"]) == (200, [True, ["reader"]])
+    status, body, _ = await call_with(secured_app, {"X-API-Key": SECRET_KEY}, "admin_only", "r-2")
+    assert status == 403
+    assert body["metadata"]["errorKind"] == "forbidden"
+    assert "admin" in body["error"]
+    status, body, _ = await call_with(secured_app, {"X-API-Key": "other-key-123456"}, "admin_only")
+    assert (status, body["result"]) == (200, "secret")
+
+
+async def test_ready_is_never_protected(secured_app: Quart) -> None:
+    assert (await secured_app.test_client().get("/ready")).status_code == 200
+
+
+async def test_a_stored_answer_belongs_to_the_caller_who_asked(secured_app: Quart) -> None:
+    first = await call_with(secured_app, {"X-API-Key": SECRET_KEY}, "whoami")
+    other = await call_with(secured_app, {"X-API-Key": "other-key-123456"}, "whoami")
+    assert first[0] == 200
+    assert other[0] == 409
+    assert other[1]["metadata"]["errorKind"] == "idempotency_conflict"
+
+
+async def test_a_function_with_roles_is_closed_when_auth_is_off(secured: FunctionRegistry) -> None:
+    app = create_app(secured, quick(), configure_logs=False)
+    async with app.test_app():
+        status, body, _ = await call_with(app, {}, "admin_only")
+    assert status == 403
+    assert body["metadata"]["errorKind"] == "forbidden"
