@@ -23,7 +23,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.gc_collector import GCCollector
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
@@ -234,6 +234,11 @@ class PrometheusMetrics:
         if counter is None:
             counter = self._published[event, result] = self._events.labels(event, result)
         counter.inc()
+
+    def close(self) -> None:
+        """At the end of serving: under multiprocess mode, drop this process's live gauges."""
+        if self.multiprocess:
+            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """The scrape body and its content type: OpenMetrics if ``accept`` asks for it."""
