@@ -116,6 +116,9 @@ class PrometheusMetrics:
         sync_threads_busy: plain ``def`` calls running, deadline passed or not.
         rabbitmq_connected: whether the broker connection is up right now.
         last_healthy_timestamp: Unix time of the last delivered healthy event, None if none yet.
+
+    ``collector_registry`` is the prometheus-client registry scraped: register your own metrics
+    there to serve them on the same ``/metrics``.
     """
 
     def __init__(
@@ -176,17 +179,17 @@ class PrometheusMetrics:
             for result in EVENT_RESULTS
         }
 
-        self.registry = CollectorRegistry()
+        self.collector_registry = CollectorRegistry()
         if self.multiprocess:
-            MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
+            MultiProcessCollector(self.collector_registry)  # type: ignore[no-untyped-call]
         else:
             for metric in (self._calls, self._duration, self._in_flight, self._rejected):
-                self.registry.register(metric)
-            self.registry.register(self._events)
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
-        GCCollector(registry=self.registry)
-        self.registry.register(
+                self.collector_registry.register(metric)
+            self.collector_registry.register(self._events)
+        ProcessCollector(registry=self.collector_registry)
+        PlatformCollector(registry=self.collector_registry)
+        GCCollector(registry=self.collector_registry)
+        self.collector_registry.register(
             _StateCollector(
                 settings,
                 sync_threads_busy=sync_threads_busy,
@@ -243,7 +246,7 @@ class PrometheusMetrics:
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """The scrape body and its content type: OpenMetrics if ``accept`` asks for it."""
         encoder, content_type = choose_encoder(accept or "")
-        return encoder(self.registry), content_type
+        return encoder(self.collector_registry), content_type
 
 
 class _StateCollector:
