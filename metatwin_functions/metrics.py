@@ -19,6 +19,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    values,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
@@ -131,7 +132,8 @@ class PrometheusMetrics:
         last_healthy_timestamp: Callable[[], float | None],
     ) -> None:
         self._functions = registry
-        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        # prometheus-client chose shared-file values when it was imported, by the same variable.
+        self.multiprocess = values.ValueClass is not values.MutexValue
         # The metric objects are never registered in the global REGISTRY: in one process they go
         # into our own registry, under multiprocess mode they write to the shared files only and
         # the scrape reads those files back.
