@@ -1,7 +1,8 @@
 """Log set-up: readable text for ``local-dev``, one JSON object per line everywhere else.
 
 A handler filter copies the current call's execution id and function name onto every record, so
-lines written by user code during a call carry them too. Hypercorn's own loggers share the
+lines written by user code during a call carry them too; with tracing on, also the current span's
+``trace_id`` and ``span_id``. Hypercorn's own loggers share the
 handler, so its lines follow the same format.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from pydantic_core import to_json
@@ -25,15 +27,26 @@ SERVER_LOGGERS = ("hypercorn.error", "hypercorn.access")
 # reconnect; the events service reports each outage itself, once.
 BROKER_CLIENT_LOGGERS = ("aiormq", "aio_pika")
 
+#: Set by `tracing.build_tracer` when calls are traced: the current span's (trace_id, span_id).
+#: None otherwise, so that without tracing the filter does no extra work.
+trace_ids_hook: Callable[[], tuple[str, str] | None] | None = None
+
 
 class ExecutionContextFilter(logging.Filter):
-    """Adds ``execution_id`` and ``function_name`` of the call in progress to each record."""
+    """Adds ``execution_id`` and ``function_name`` of the call in progress to each record.
+
+    With tracing on, ``trace_id`` and ``span_id`` of the current span too.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         context = _current.get()
         if context is not None:
             record.execution_id = context.execution_id
             record.function_name = context.function_name
+        if trace_ids_hook is not None:
+            ids = trace_ids_hook()
+            if ids is not None:
+                record.trace_id, record.span_id = ids
         return True
 
 
