@@ -46,7 +46,7 @@ def create_app(
     if docs:
         from .docs import enable_docs
 
-        enable_docs(app)
+        enable_docs(app, protect=config.auth_protect_docs)
     return app
 
 

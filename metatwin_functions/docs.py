@@ -135,6 +135,17 @@ _SWAGGER_JS = "https://cdnjs.cloudflare.com/ajax/libs/swagger-ui/5.4.2/swagger-u
 _SWAGGER_CSS = "https://cdnjs.cloudflare.com/ajax/libs/swagger-ui/5.4.2/swagger-ui.min.css"
 
 
+async def _refused(app: Quart) -> Response | None:
+    from .http import authenticate_request
+    from .runtime import runtimes_of
+
+    for runtime in runtimes_of(app).values():
+        refused = await authenticate_request(runtime)
+        if refused is not None:
+            return refused
+    return None
+
+
 class _Docs:
     """The two docs views of one app."""
 
@@ -165,18 +176,27 @@ class _Docs:
         )
 
 
-def enable_docs(app: Quart, *, title: str = "MetaTwin functions", version: str = "1") -> None:
+def enable_docs(
+    app: Quart,
+    *,
+    title: str = "MetaTwin functions",
+    version: str = "1",
+    protect: bool = False,
+) -> None:
     """Serve ``/openapi.json`` and ``/docs`` (Swagger UI) for ``app``.
 
     The document covers every route of the app, and each function's arguments on ``/exec``.
+    With ``protect`` (``CRBR_AUTH_PROTECT_DOCS``) both need the credentials ``/exec`` needs.
     """
     docs = _Docs(app, title, version)
 
     async def openapi() -> Response:
-        return await docs.openapi()
+        refused = await _refused(app) if protect else None
+        return refused if refused is not None else await docs.openapi()
 
-    async def swagger_ui() -> str:
-        return await docs.swagger_ui()
+    async def swagger_ui() -> Response | str:
+        refused = await _refused(app) if protect else None
+        return refused if refused is not None else await docs.swagger_ui()
 
     # The docs pages are not part of the documented API.
     openapi._quart_schema_hidden = True  # type: ignore[attr-defined]

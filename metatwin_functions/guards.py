@@ -6,10 +6,11 @@ the pipeline's fast path skips it. The pieces are built once per runtime by `Cal
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING
 
 from .answers import Answer
 from .auth import Authenticator, authorize, build_authenticator
@@ -29,47 +30,63 @@ from .invocation import CallOutcome
 from .limits import TrafficLimits
 from .registry import FunctionRegistry, FunctionSpec
 from .settings import Settings
+from .tracing import CallSpan, CallTracer
 
 if TYPE_CHECKING:
+    from .metrics import CallMetrics
     from .pipeline import CallMeta
 
-__all__ = ["CallGuards", "CallMetrics", "CallObservation"]
+__all__ = ["CallGuards", "CallObservation"]
 
 Invoke = Callable[[ExecRequest, Principal | None, "CallMeta"], Awaitable[CallOutcome]]
 
 
-class CallMetrics(Protocol):
-    """What the pipeline tells the metrics about each call and refusal."""
-
-    def call_started(self, function: str) -> None: ...
-    def call_finished(self, function: str, outcome: str, duration: float) -> None: ...
-    def rejected(self, reason: str) -> None: ...
-
-
 class CallObservation:
-    """Metrics and the span of one call; `finish` records its outcome."""
+    """Metrics and the span of one call: a context manager around the function's run.
 
-    __slots__ = ("_function", "_metrics", "_started", "outcome")
+    The span is current inside it, so log lines and spans made by the function belong to the
+    call's trace; `finish` records the outcome. A class, not a generator: it runs on every call.
+    """
 
-    def __init__(self, function: str, metrics: CallMetrics | None) -> None:
+    __slots__ = ("_function", "_metrics", "_span", "_started", "outcome")
+
+    def __init__(self, function: str, metrics: CallMetrics | None, span: CallSpan | None) -> None:
         self._function = function
         self._metrics = metrics
+        self._span = span
         self._started = time.perf_counter()
         self.outcome: CallOutcome | None = None
         if metrics is not None:
             metrics.call_started(function)
 
+    def __enter__(self) -> CallObservation:
+        if self._span is not None:
+            self._span.__enter__()
+        return self
+
     def finish(self, outcome: CallOutcome) -> None:
         """Record how the call ended."""
         self.outcome = outcome
-        if self._metrics is not None:
-            self._metrics.call_finished(self._function, outcome.outcome, outcome.duration)
 
-    def abandon(self) -> None:
-        """The call ended without an outcome (cancelled)."""
-        if self._metrics is not None and self.outcome is None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        span = self._span
+        if span is not None:
+            span.__exit__(exc_type, exc, traceback)
+        outcome = self.outcome
+        label = "cancelled" if outcome is None else outcome.outcome
+        if span is not None:
+            error: BaseException | str | None = None
+            if outcome is not None and outcome.error is not None:
+                error = outcome.error.__cause__ or outcome.error.message
+            span.finish(label, error if outcome is not None else exc)
+        if self._metrics is not None:
             duration = time.perf_counter() - self._started
-            self._metrics.call_finished(self._function, "cancelled", duration)
+            self._metrics.call_finished(self._function, label, duration)
 
 
 class CallGuards:
@@ -89,9 +106,11 @@ class CallGuards:
         *,
         idempotency_store: IdempotencyStore | None = None,
         metrics: CallMetrics | None = None,
+        tracer: CallTracer | None = None,
     ) -> None:
         self.registry = registry
         self.metrics = metrics
+        self.tracer = tracer
         self.authenticator: Authenticator | None = build_authenticator(settings)
         self.idempotency = (
             build_idempotency_store(settings) if idempotency_store is None else idempotency_store
@@ -100,7 +119,6 @@ class CallGuards:
             self.idempotency = None
         limits = TrafficLimits(settings, registry)
         self.limits = limits if limits.enabled else None
-        self.tracer: Any = None
 
     @property
     def saturated(self) -> bool:
@@ -148,6 +166,7 @@ class CallGuards:
                 )
             joined = await reservation.wait()  # the same call is running: join it
             if joined is not None:
+                self._replayed(spec.name)
                 return Answer(200, joined)
             # It ended without an answer (cancelled): reserve again.
         answer: Answer | None = None
@@ -188,24 +207,33 @@ class CallGuards:
 
     def _replayed(self, function: str) -> None:
         if self.metrics is not None:
+            self.metrics.call_started(function)
             self.metrics.call_finished(function, "replayed", 0.0)
 
-    @contextmanager
-    def observe_call(
-        self, request: ExecRequest, meta: CallMeta, cold_start: bool
-    ) -> Iterator[CallObservation]:
-        """Metrics (and, when configured, the span) around one call."""
-        observation = CallObservation(request.function_name, self.metrics)
-        try:
-            yield observation
-        finally:
-            if observation.outcome is None:
-                observation.abandon()
+    def observe_call(self, request: ExecRequest, meta: CallMeta) -> CallObservation:
+        """Metrics and (when tracing is on) the span around one call."""
+        tracer = self.tracer
+        span = None
+        if tracer is not None:
+            carrier = None
+            if meta.traceparent is not None:
+                carrier = {"traceparent": meta.traceparent}
+                if meta.tracestate is not None:
+                    carrier["tracestate"] = meta.tracestate
+            span = tracer.start_call(
+                request.function_name, request.execution_id, meta.trigger, carrier
+            )
+        return CallObservation(request.function_name, self.metrics, span)
 
     async def aclose(self) -> None:
-        """Release what the guards hold (the JWKS refresh)."""
+        """Release what the guards hold (the JWKS refresh, the span exporter)."""
         if self.authenticator is not None:
             await self.authenticator.aclose()
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.shutdown)  # flushes spans over the network
+        close = getattr(self.metrics, "close", None)
+        if close is not None:
+            close()
 
     def rejected(self, kind: str) -> None:
         """Count a refused request."""

@@ -15,8 +15,15 @@ from pydantic_core import to_json
 from quart import Blueprint, Response, current_app, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
-from .answers import Answer, http_error_body, internal_error_body, too_large_answer
+from .answers import (
+    Answer,
+    http_error_body,
+    internal_error_body,
+    rejection_answer,
+    too_large_answer,
+)
 from .body import BodyTooLargeError
+from .errors import CallRejectedError
 from .pipeline import CallMeta
 from .registry import FunctionRegistry, default_registry
 from .runtime import FunctionRuntime, runtimes_of
@@ -120,10 +127,28 @@ def functions_blueprint(
         status = 200 if serving.state == "ready" else 503
         return json_response(to_json(serving.ready_payload()), status)
 
+    async def metrics() -> Response:
+        """Prometheus metrics: text format, or OpenMetrics when the scraper asks for it."""
+        serving = runtime()
+        exported = serving.metrics
+        if exported is None:
+            return json_response(http_error_body("Metrics are turned off"), 404)
+        if config.auth_protect_metrics:
+            refused = await authenticate_request(serving)
+            if refused is not None:
+                return refused
+        body, content_type = exported.exposition(request.headers.get("Accept"))
+        response = Response(body, status=200, content_type=content_type)
+        response.timeout = None
+        return response
+
+    metrics._quart_schema_hidden = True  # type: ignore[attr-defined]
     execute.__metatwin_registry__ = functions  # type: ignore[attr-defined]
     ready.__metatwin_ready__ = True  # type: ignore[attr-defined]
     blueprint.add_url_rule("/exec", "exec", execute, methods=["POST"])
     blueprint.add_url_rule("/ready", "ready", ready, methods=["GET"])
+    if config.metrics_enabled:
+        blueprint.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])
 
     async def too_large(_: RequestEntityTooLarge) -> Response:
         return answer_response(too_large_answer(config.functions_max_body_size))
@@ -132,6 +157,21 @@ def functions_blueprint(
     blueprint.register_error_handler(HTTPException, http_error_response)
     blueprint.register_error_handler(Exception, _unexpected_error)
     return blueprint
+
+
+async def authenticate_request(serving: FunctionRuntime) -> Response | None:
+    """None when the request's credentials are good (or auth is off), else the 401 answer."""
+    authenticator = serving.guards.authenticator
+    if authenticator is None:
+        return None
+    try:
+        await authenticator.authenticate(
+            request.headers.get("Authorization"), request.headers.get("X-API-Key")
+        )
+    except CallRejectedError as error:
+        serving.guards.rejected(error.kind)
+        return answer_response(rejection_answer(error, None))
+    return None
 
 
 async def http_error_response(error: HTTPException) -> Response:

@@ -221,8 +221,7 @@ class CallPipeline:
         self, request: ExecRequest, caller: Principal | None, meta: CallMeta
     ) -> CallOutcome:
         cold = take_cold_start()
-        guards = self.guards
-        with guards.observe_call(request, meta, cold) as observed:
+        with self.guards.observe_call(request, meta) as observed:
             outcome = await self.invoker.invoke(request, caller, cold_start=cold)
             observed.finish(outcome)
         return outcome

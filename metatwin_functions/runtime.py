@@ -13,12 +13,14 @@ from .invocation import Invoker
 from .pipeline import CallPipeline
 from .registry import FunctionRegistry
 from .settings import Settings
+from .tracing import build_tracer
 from .watchdog import LoopWatchdog
 
 if TYPE_CHECKING:
     from quart import Quart
 
     from .events import EventsService
+    from .metrics import PrometheusMetrics
 
 __all__ = ["FunctionRuntime", "RuntimeState", "runtimes_of"]
 
@@ -35,7 +37,9 @@ class FunctionRuntime:
         self.registry = registry
         self.settings = settings
         self.invoker = Invoker(registry, settings)
-        self.guards = CallGuards(registry, settings)
+        self.guards = CallGuards(
+            registry, settings, metrics=self._metrics(), tracer=build_tracer(settings)
+        )
         self.pipeline = CallPipeline(
             self.invoker, self.guards, lambda: self.state == "ready", state=lambda: self.state
         )
@@ -43,6 +47,28 @@ class FunctionRuntime:
         self.state: RuntimeState = "starting"
         self._events_starting: asyncio.Task[None] | None = None
         self._watchdog = LoopWatchdog(self.invoker.async_calls)
+
+    def _metrics(self) -> PrometheusMetrics | None:
+        if not self.settings.metrics_enabled:
+            return None
+        from .metrics import PrometheusMetrics
+
+        return PrometheusMetrics(
+            self.registry,
+            self.settings,
+            sync_threads_busy=lambda: self.invoker.threads_busy,
+            rabbitmq_connected=lambda: self.rabbitmq_connected,
+            last_healthy_timestamp=self._last_healthy_timestamp,
+        )
+
+    def _last_healthy_timestamp(self) -> float | None:
+        events = self.events
+        return getattr(events, "last_healthy_timestamp", None) if events is not None else None
+
+    @property
+    def metrics(self) -> PrometheusMetrics | None:
+        """The Prometheus metrics of this runtime (None with ``CRBR_METRICS_ENABLED=false``)."""
+        return self.guards.metrics  # type: ignore[return-value]
 
     async def start(self) -> None:
         """Start the runtime; never waits on the broker, nor on loading the broker client."""
