@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from quart import Quart
 
     from .events import EventsService
+    from .idempotency import IdempotencyStore
     from .metrics import PrometheusMetrics
 
 __all__ = ["FunctionRuntime", "RuntimeState", "runtimes_of"]
@@ -33,12 +34,22 @@ logger = logging.getLogger("metatwin_functions.runtime")
 class FunctionRuntime:
     """Everything one serving app needs to answer calls, started and stopped with the app."""
 
-    def __init__(self, registry: FunctionRegistry, settings: Settings) -> None:
+    def __init__(
+        self,
+        registry: FunctionRegistry,
+        settings: Settings,
+        *,
+        idempotency_store: IdempotencyStore | None = None,
+    ) -> None:
         self.registry = registry
         self.settings = settings
         self.invoker = Invoker(registry, settings)
         self.guards = CallGuards(
-            registry, settings, metrics=self._metrics(), tracer=build_tracer(settings)
+            registry,
+            settings,
+            idempotency_store=idempotency_store,
+            metrics=self._metrics(),
+            tracer=build_tracer(settings),
         )
         self.pipeline = CallPipeline(
             self.invoker, self.guards, lambda: self.state == "ready", state=lambda: self.state
