@@ -95,6 +95,7 @@ class BrokerLink:
         self._up = asyncio.Event()
         self._closing = False
         self._stale = False
+        self._resetting = False
         self._last_answer = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -156,39 +157,7 @@ class BrokerLink:
             except Exception as exc:
                 failures += 1
                 delay = backoff_delay(failures, settings.retry_delay)
-                reason = self._describe(exc)
-                if isinstance(exc, BrokerRefusedError):
-                    if reason not in refusals:
-                        refusals.add(reason)
-                        self._logger.error(
-                            "RabbitMQ %s refused the connection: %s; events stay paused, "
-                            "retrying in the background",
-                            self._address,
-                            reason,
-                        )
-                elif failures == settings.max_retries + 1:
-                    self._logger.error(
-                        "RabbitMQ %s still unreachable after %d attempts (%s); events stay paused, "
-                        "retrying every %.1f s at most",
-                        self._address,
-                        failures,
-                        reason,
-                        MAX_BACKOFF,
-                    )
-                elif failures == 1:
-                    self._logger.warning(
-                        "RabbitMQ %s unreachable (%s); events are paused, retrying in the "
-                        "background",
-                        self._address,
-                        reason,
-                    )
-                self._logger.debug(
-                    "RabbitMQ %s attempt %d failed (%s); next in %.2f s",
-                    self._address,
-                    failures,
-                    reason,
-                    delay,
-                )
+                self._log_failure(exc, failures, delay, refusals)
                 await asyncio.sleep(delay)
                 continue
             if self._closing:
@@ -205,6 +174,48 @@ class BrokerLink:
                 f" after {failures + 1} attempts" if failures else "",
             )
             return
+
+    def _log_failure(
+        self, exc: BaseException, failures: int, delay: float, refusals: set[str]
+    ) -> None:
+        """One WARNING for the first failure, one ERROR after ``max_retries``, one ERROR per
+        distinct refusal; DEBUG for the attempts in between, which never repeat a refusal."""
+        reason = self._describe(exc)
+        if isinstance(exc, BrokerRefusedError):
+            if reason not in refusals:
+                refusals.add(reason)
+                self._logger.error(
+                    "RabbitMQ %s refused the connection: %s; events stay paused, retrying in "
+                    "the background",
+                    self._address,
+                    reason,
+                )
+                return
+            reason = "refused again, as said above"
+        elif failures == self._settings.max_retries + 1:
+            self._logger.error(
+                "RabbitMQ %s still unreachable after %d attempts (%s); events stay paused, "
+                "retrying every %.1f s at most",
+                self._address,
+                failures,
+                reason,
+                MAX_BACKOFF,
+            )
+            return
+        elif failures == 1:
+            self._logger.warning(
+                "RabbitMQ %s unreachable (%s); events are paused, retrying in the background",
+                self._address,
+                reason,
+            )
+            return
+        self._logger.debug(
+            "RabbitMQ %s attempt %d failed (%s); next in %.2f s",
+            self._address,
+            failures,
+            reason,
+            delay,
+        )
 
     async def close(self, budget: float) -> None:
         """Close the connection within ``budget`` seconds, also in the middle of an outage."""
@@ -223,14 +234,22 @@ class BrokerLink:
         """The broker answered (a confirm, a return, a nack): it is alive right now."""
         self._last_answer = asyncio.get_running_loop().time()
 
-    def suspect(self, reason: str) -> None:
+    def clock(self) -> float:
+        """The link's clock (the event loop's), for `suspect`'s ``since``."""
+        return asyncio.get_running_loop().time()
+
+    def suspect(self, reason: str, since: float) -> None:
         """The broker did not answer in time: mark the link down and reconnect from scratch.
 
         Called by the watchdog and by the publisher when a confirmation does not come. A partition
         closes nothing, so without this the link would say "connected" for as long as it lasts.
+        ``since`` is when the unanswered request went out: if the broker answered anything after
+        it (the link came back meanwhile), the late timeout says nothing new and is ignored.
         """
         session = self._session
         if self._closing or session is None or not self._up.is_set():
+            return
+        if self._last_answer > since:
             return
         self._up.clear()
         self._stale = True
@@ -239,8 +258,14 @@ class BrokerLink:
             self._address,
             reason,
         )
-        error = TimeoutError(f"RabbitMQ stopped answering: {reason}")
-        self._spawn(session.reset(error, timeout=self._settings.connection_timeout))
+        self._resetting = True
+        self._spawn(self._reset(session, TimeoutError(f"RabbitMQ stopped answering: {reason}")))
+
+    async def _reset(self, session: BrokerSession, reason: BaseException) -> None:
+        try:
+            await session.reset(reason, timeout=self._settings.connection_timeout)
+        finally:
+            self._resetting = False
 
     # LinkListener: called by the session.
 
@@ -273,23 +298,24 @@ class BrokerLink:
         while not self._closing:
             await asyncio.sleep(period)
             session = self._session
-            if session is None or not session.is_open:
+            if session is None or not session.is_open or self._resetting:
                 continue  # reconnecting: the session reports the outcome itself
             if self._up.is_set() and loop.time() - self._last_answer < period:
                 continue  # a recent confirmation already proved the broker alive
+            sent = loop.time()
             try:
                 await session.probe(timeout=heartbeat)
             except asyncio.CancelledError:
                 raise
             except TimeoutError:
-                self.suspect(f"no answer to a probe within {heartbeat:g} s")
+                self.suspect(f"no answer to a probe within {heartbeat:g} s", sent)
                 continue
             except Exception as exc:  # it answered, with an error: alive, and being restored
                 self._logger.debug("RabbitMQ probe failed: %s", self._describe(exc))
                 continue
             self.note_answer()
-            if self._stale and not self._up.is_set():
-                self.on_restored()  # the same connection answers again: no reconnect needed
+            if self._stale and not self._up.is_set() and not self._resetting:
+                self.on_restored()  # the reset did not close it and it answers: use it again
 
     def _spawn(self, coro: Coroutine[None, None, None]) -> None:
         task = asyncio.create_task(coro)

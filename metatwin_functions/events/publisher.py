@@ -123,6 +123,7 @@ class EventPublisher:
         session = self._link.session
         if session is None:
             return PublishResult(PublishOutcome.NOT_CONNECTED, "not connected")
+        sent = self._link.clock()
         try:
             properties = MessageProperties(
                 correlation_id=event.correlation_id,
@@ -141,7 +142,7 @@ class EventPublisher:
             return PublishResult(PublishOutcome.FAILED, str(exc))
         except TimeoutError:
             detail = f"no confirmation within {self._timeout:g} s"
-            self._link.suspect(detail)
+            self._link.suspect(detail, sent)
             return PublishResult(PublishOutcome.FAILED, detail)
         except asyncio.CancelledError:
             raise
