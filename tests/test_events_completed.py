@@ -210,3 +210,16 @@ async def test_wait_for_times_out_when_too_few_events_arrive() -> None:
     assert "published=0" in repr(broker)
     with pytest.raises(TimeoutError):
         await broker.wait_for(STARTED_PAYLOAD_TYPE, timeout=0.02)
+
+
+async def test_a_malformed_call_is_logged_and_answered_false_not_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broker = InMemoryBroker()
+    service = make_service(broker)
+    await service.start()
+    await broker.wait_for(STARTED_PAYLOAD_TYPE)
+    bad: Any = ["not", "a", "mapping"]
+    assert await service.publish_execution_completed(**{**CALL, "metadata": bad}) is False
+    await service.stop()
+    assert any("not published" in r.getMessage() for r in caplog.records)
