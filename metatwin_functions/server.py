@@ -16,12 +16,12 @@ from quart import Quart
 from .registry import FunctionRegistry, default_registry
 from .runners import ServeFunction, load_runner
 from .runners.hypercorn import hypercorn_config
-from .runners.shutdown import Shutdown, drain_timeout
+from .runners.shutdown import Shutdown
 from .runtime import runtimes_of
 from .settings import Settings
 
-# hypercorn_config and drain_timeout lived here before the runners: still importable from here.
-__all__ = ["drain_timeout", "hypercorn_config", "serve", "serve_async"]
+# hypercorn_config lived here before the runners: still importable from here.
+__all__ = ["hypercorn_config", "serve", "serve_async"]
 
 logger = logging.getLogger("metatwin_functions.server")
 
