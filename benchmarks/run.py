@@ -20,8 +20,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from checks import ADD_BODY, BURST_BODY, WORD_BODY, CheckError, check_server, warm_up
 import load
+from checks import ADD_BODY, BURST_BODY, WORD_BODY, CheckError, check_server, warm_up
 from load import LoadError, burst, run_wrk, wrk_path
 from measure import PeakRssPoller, cpu_load, cpu_seconds, rss_bytes
 from report import MIB, RowResult, evaluate_targets, format_table, write_json
