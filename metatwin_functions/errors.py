@@ -65,6 +65,19 @@ class ConfigurationError(MetaTwinFunctionsError):
     """The ``CRBR_*`` settings (or arguments given in code) are not valid."""
 
 
+class FatalConfigurationError(ConfigurationError, SystemExit):
+    """A `ConfigurationError` that, left uncaught, ends the program with one line, no traceback.
+
+    Raised by the entry points that are a program's main loop (`FunctionServer`): Python
+    prints ``error: <message>`` to stderr and exits with status 1, as for the command line.
+    ``except ConfigurationError`` still catches it.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.code = f"error: {message}"
+
+
 class RegistrationError(MetaTwinFunctionsError):
     """A function cannot be registered: duplicate name, not callable, or unservable signature."""
 
