@@ -5,7 +5,8 @@ The ``.env`` format is deliberately small (the common subset of docker, compose 
 - one ``KEY=VALUE`` a line; blank lines and lines starting with ``#`` are skipped;
 - an optional ``export`` prefix (``export CRBR_FUNCTIONS_PORT=8080``);
 - a value in single quotes is taken literally; in double quotes ``\\"``, ``\\\\`` and ``\\n``
-  are escapes; an unquoted value is stripped and ends at `` #`` (a comment);
+  are escapes; an unquoted value is stripped and ends where a ``#`` follows whitespace (a
+  comment), so ``KEY=   # note`` is empty and ``KEY=#x`` is ``#x``;
 - no variable expansion and no multi-line values.
 
 Only ``CRBR_*`` names are taken from it; a line that is not ``KEY=VALUE`` is an error naming
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -25,6 +27,7 @@ __all__: list[str] = []
 
 PREFIX = "CRBR_"
 # Stripped before looking for a close match, so that ``port`` finds ``functions_port``.
+_COMMENT = re.compile(r"\s#")
 _NAME_PREFIXES = ("functions_", "rabbitmq_", "amqp_exec_", "auth_", "idempotency_")
 
 
@@ -39,13 +42,14 @@ def parse_dotenv(text: str, source: str = ".env") -> dict[str, str]:
             line = line[len("export") :].lstrip()
         key, sep, value = line.partition("=")
         key = key.strip()
-        if not sep or not key or not key.replace("_", "a").isalnum():
+        if not sep or not key or any(char.isspace() for char in key):
             raise ConfigurationError(f"{source}, line {number}: expected KEY=VALUE, got {raw!r}")
-        values[key] = _unquote(value.strip(), f"{source}, line {number}")
+        values[key] = _unquote(value, f"{source}, line {number}")
     return values
 
 
-def _unquote(value: str, where: str) -> str:
+def _unquote(raw: str, where: str) -> str:
+    value = raw.strip()
     if value[:1] in ("'", '"'):
         quote = value[0]
         end = _closing_quote(value, quote)
@@ -58,8 +62,9 @@ def _unquote(value: str, where: str) -> str:
         if quote == "'":
             return inner
         return _unescape(inner)
-    comment = value.find(" #")
-    return (value[:comment] if comment >= 0 else value).strip()
+    # A ``#`` after whitespace starts a comment; ``KEY=#x`` is the value ``#x``.
+    comment = _COMMENT.search(raw)
+    return (raw[: comment.start()] if comment else raw).strip()
 
 
 def _closing_quote(value: str, quote: str) -> int:

@@ -405,6 +405,8 @@ def test_dot_env_parser_reads_the_documented_format() -> None:
         'CRBR_E="double \\"quoted\\" \\n line"  # comment\n'
         "CRBR_F=a=b\n"
         "CRBR_G=#not-a-comment\n"
+        "CRBR_H=     # only a comment\n"
+        "CRBR_I=a#b\n"
     )
     assert parse_dotenv(text) == {
         "CRBR_A": "plain",
@@ -414,6 +416,8 @@ def test_dot_env_parser_reads_the_documented_format() -> None:
         "CRBR_E": 'double "quoted" \n line',
         "CRBR_F": "a=b",
         "CRBR_G": "#not-a-comment",
+        "CRBR_H": "",
+        "CRBR_I": "a#b",
     }
 
 
