@@ -47,8 +47,14 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
-def spawn_once(command: list[str], root: Path = ROOT) -> tuple[float, int]:
-    """Seconds from spawn to the first ``/ready`` 200, and RSS (KiB) one second after."""
+def _cpu_seconds(pid: int) -> float:
+    # utime and stime: CPU spent, which a busy neighbour does not inflate as it does wall time.
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def spawn_once(command: list[str], root: Path = ROOT) -> tuple[float, int, float]:
+    """Seconds from spawn to the first ``/ready`` 200, RSS (KiB) a second later, CPU seconds."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRBR_")}
     env |= {
@@ -68,8 +74,9 @@ def spawn_once(command: list[str], root: Path = ROOT) -> tuple[float, int]:
                 raise RuntimeError(f"{command} did not get ready")
             time.sleep(0.005)
         elapsed = time.perf_counter() - started
+        cpu = _cpu_seconds(process.pid)
         time.sleep(1.0)
-        return elapsed, _rss_kib(process.pid)
+        return elapsed, _rss_kib(process.pid), cpu
     finally:
         process.terminate()
         process.wait(10)
@@ -84,15 +91,20 @@ def main() -> int:
     rows = [(name, command, ROOT) for name, command in ROWS.items()]
     if args.compare is not None:
         rows.append((f"sdk@{args.compare.name}", ROWS["sdk"], args.compare.resolve()))
-    results: dict[str, list[tuple[float, int]]] = {name: [] for name, _, _ in rows}
+    results: dict[str, list[tuple[float, int, float]]] = {name: [] for name, _, _ in rows}
     for _ in range(args.spawns):
         # In turn, so that a noisy neighbour slows every row alike.
         for name, command, root in rows:
             results[name].append(spawn_once(command, root))
     for name, samples in results.items():
         start_ms = statistics.median(s[0] for s in samples) * 1000
+        fastest_ms = min(s[0] for s in samples) * 1000
         rss_mib = statistics.median(s[1] for s in samples) / 1024
-        print(f"{name:12} start {start_ms:7.1f} ms   idle RSS {rss_mib:6.2f} MiB")
+        cpu_ms = statistics.median(s[2] for s in samples) * 1000
+        print(
+            f"{name:12} start median {start_ms:6.1f} ms (fastest {fastest_ms:6.1f}),"
+            f" CPU to ready {cpu_ms:5.0f} ms, idle RSS {rss_mib:6.2f} MiB"
+        )
     return 0
 
 
