@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from .errors import MetaTwinFunctionsError
+
 __all__: list[str] = []
 
 
-class ModuleLoadError(Exception):
+class ModuleLoadError(MetaTwinFunctionsError):
     """A module named on the command line cannot be imported; the message says why."""
 
 
