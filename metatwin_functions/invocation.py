@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from .context import ExecutionContext, Principal, _current
+from .deadline import Deadline
 from .envelope import ExecRequest, failure_body, serialize_result, success_body
 from .errors import (
     ExecutionFailedError,
@@ -145,11 +146,11 @@ class Invoker:
         timeout = self.settings.effective_timeout(spec.timeout)
         loop = asyncio.get_running_loop()
         ends = loop.time() + timeout
-        deadline = asyncio.timeout_at(ends)
+        deadline = Deadline(ends)
         task = asyncio.current_task()
         thread_call: asyncio.Future[Any] | None = None
         try:
-            async with deadline:
+            with deadline:
                 if spec.is_async:
                     if task is not None:
                         self.async_calls[task] = spec.name
