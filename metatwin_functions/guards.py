@@ -138,7 +138,7 @@ class CallGuards:
         self, request: ExecRequest, caller: Principal | None, meta: CallMeta, invoke: Invoke
     ) -> Answer:
         """Run ``invoke`` behind authorization, idempotency and the traffic limits."""
-        spec = self.registry.get(request.function_name)
+        spec = self.registry.get(request.function_name, request.version)
         if spec is None:  # answered as not found; nothing to reserve or limit
             missing = await invoke(request, caller, meta)
             return Answer(200, missing.body)

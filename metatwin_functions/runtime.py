@@ -79,7 +79,7 @@ class FunctionRuntime:
             )
         elif self.settings.incomplete_events_warning is not None:
             logger.warning(self.settings.incomplete_events_warning)
-        closed = [spec.name for spec in self.registry if spec.roles]
+        closed = sorted({spec.name for spec in self.registry.specs() if spec.roles})
         if closed and self.guards.authenticator is None:
             logger.warning(
                 "Function(s) %s require roles but no authentication is configured "
