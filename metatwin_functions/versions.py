@@ -86,6 +86,13 @@ def add_definition(existing: list[FunctionSpec], spec: FunctionSpec) -> list[Fun
         if not same:
             raise RegistrationError(clash)
         return [*existing[:index], spec, *existing[index + 1 :]]
+    scheduled = next((other for other in existing if other.schedule is not None), None)
+    if spec.schedule is not None and scheduled is not None:
+        # Both would tick under one execution id (schedule:<name>:<tick>): one schedule a name.
+        raise RegistrationError(
+            f"Function '{spec.name}': versions '{scheduled.version}' and '{spec.version}' both "
+            "have a schedule; schedule one version of a name only"
+        )
     specs = [*existing, spec]
     if spec.version is not None:
         specs.sort(key=lambda item: version_key(item.version or "0"))
