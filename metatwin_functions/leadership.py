@@ -11,8 +11,9 @@ broker's view of who holds it is the election:
   leader whose host goes silent is dropped by the broker after its heartbeats stop
   (`HEARTBEAT` seconds, about twice that before the broker gives up), so another replica takes
   over within ``2 * HEARTBEAT + POLL_INTERVAL`` seconds, under 15 s;
-- a leader that loses its connection stops leading at once (its next tick is not run) and
-  competes again when the broker is back.
+- a leader that loses its connection, or whose round trip to the broker (every
+  `PROBE_INTERVAL` s) takes over `PROBE_TIMEOUT` s, stops leading at once (before the broker
+  could give the lead away) and competes again when the broker answers.
 
 aio-pika is imported only when a broker is configured and schedules exist.
 """
@@ -45,8 +46,14 @@ __all__ = [
 POLL_INTERVAL = 2.0
 """Seconds between a follower's attempts to take the lead (±25 % jitter)."""
 
-HEARTBEAT = 4
+HEARTBEAT = 3
 """AMQP heartbeat of the leadership connection, seconds: how fast a silent leader is dropped."""
+
+PROBE_INTERVAL = 1.0
+"""Seconds between the leader's round trips to the broker."""
+
+PROBE_TIMEOUT = 2.0
+"""A leader whose round trip takes longer steps down (the broker may be handing the lead on)."""
 
 _CONNECT_TIMEOUT = 5.0
 
@@ -187,9 +194,27 @@ class BrokerLeadership:
                 await asyncio.sleep(self._jittered(self._poll_interval))
                 continue
             self._set_leader(True)
-            await _closed(connection)
+            await self._lead(connection, channel)
             self._set_leader(False)
         raise ConnectionError("the scheduler election connection closed")
+
+    async def _lead(self, connection: AbstractConnection, channel: Any) -> None:
+        """Return as soon as the broker may have given the lead to another replica.
+
+        The broker drops a silent connection (and the queue with it) after about two
+        heartbeats; a round trip every `PROBE_INTERVAL` s that must answer within
+        `PROBE_TIMEOUT` s makes a cut-off leader step down well before that, so two replicas
+        never run the schedules at once.
+        """
+        while not connection.is_closed:
+            try:
+                await asyncio.wait_for(
+                    channel.declare_queue(self.queue_name, passive=True), PROBE_TIMEOUT
+                )
+            except Exception:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_closed(connection), PROBE_INTERVAL)
 
     def _set_leader(self, leader: bool) -> None:
         if leader == self._leader:
