@@ -65,16 +65,21 @@ def _diff(args: argparse.Namespace) -> int:
 
     sources = [args.old, args.new]
     modules = [source for source in sources if not _is_description_file(source)]
-    if len(modules) > 1:
-        raise SystemExit("error: compare a module against a saved 'describe --json' file")
-    _import_modules(modules)
-    old, new = (
-        _description() if source in modules else _read_description(source) for source in sources
-    )
     try:
-        changes = diff_descriptions(old, new)
-    except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from exc
+        if len(modules) > 1:
+            raise SystemExit("error: compare a module against a saved 'describe --json' file")
+        _import_modules(modules)
+        old, new = (
+            _description() if source in modules else _read_description(source) for source in sources
+        )
+        try:
+            changes = diff_descriptions(old, new)
+        except ValueError as exc:
+            raise SystemExit(f"error: {exc}") from exc
+    except SystemExit as exc:
+        # Exit 1 means "breaking"; input that cannot be read is another answer.
+        print(exc.code, file=sys.stderr)
+        return 2
     for change in changes:
         print(change)
     breaking = sum(change.breaking for change in changes)
@@ -146,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
         "diff",
         help="compare two descriptions; exit 1 on a breaking change",
         description="Compare OLD with NEW, each a 'describe --json' file or a module (one of "
-        "them a file). Prints every change; exits 1 if one breaks callers of OLD.",
+        "them a file). Prints every change; exits 1 if one breaks callers of OLD, 2 if an "
+        "input cannot be read.",
     )
     diff.add_argument("old", help="the deployed description (file) or module")
     diff.add_argument("new", help="the new description (file) or module")

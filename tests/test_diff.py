@@ -281,14 +281,20 @@ def test_a_module_is_compared_against_a_saved_file(
     assert "BREAKING: ship: function removed" in out
 
 
-def test_a_file_that_is_no_description_is_a_clear_error(isolated_cwd: Path, write: Any) -> None:
-    (isolated_cwd / "other.json").write_text('{"hello": 1}')
-    with pytest.raises(SystemExit, match="OLD is not a 'describe --json' document"):
-        main(["diff", "other.json", write("new", base)])
-    (isolated_cwd / "broken.json").write_text("{")
+def test_input_that_cannot_be_read_exits_two_with_a_clear_error(
+    isolated_cwd: Path, write: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     new = write("new", base)
-    with pytest.raises(SystemExit, match="cannot read description"):
-        main(["diff", "broken.json", new])
+    (isolated_cwd / "other.json").write_text('{"hello": 1}')
+    (isolated_cwd / "broken.json").write_text("{")
+    cases = {
+        "other.json": "OLD is not a 'describe --json' document",
+        "broken.json": "cannot read description 'broken.json'",
+        "no_such_module_for_diff": "cannot import 'no_such_module_for_diff'",
+    }
+    for old, message in cases.items():
+        assert main(["diff", old, new]) == 2
+        assert message in capsys.readouterr().err
 
 
 # --- the schema check on its own ---------------------------------------------------------------
@@ -326,3 +332,34 @@ def _no_leftover_default_functions() -> Iterator[None]:
     before = set(default_registry.names)
     yield
     assert set(default_registry.names) == before
+
+
+def test_the_example_module_describes_itself_and_diffs_clean_in_a_fresh_process(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "metatwin_functions"]
+    described = subprocess.run(
+        [*command, "describe", "--json", "examples.versions_and_schedules"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=root,
+    )
+    saved = tmp_path / "deployed.json"
+    saved.write_text(described.stdout)
+    quote = next(f for f in json.loads(described.stdout)["functions"] if f["name"] == "quote")
+    assert quote["versions"] == ["1.0.0", "2.0.0"]
+    compared = subprocess.run(
+        [*command, "diff", str(saved), "examples.versions_and_schedules"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=root,
+    )
+    assert compared.returncode == 0, compared.stdout + compared.stderr
+    assert "no breaking change" in compared.stdout
