@@ -356,3 +356,33 @@ async def test_a_drain_stops_the_ticks_and_a_tick_of_a_given_version_runs_that_v
         assert ran == ["0.9"]
     finally:
         await functions_runtime.stop()
+
+
+def test_schedules_without_a_broker_never_import_aio_pika() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    program = (
+        "import asyncio, sys\n"
+        "from metatwin_functions import FunctionRegistry, Settings\n"
+        "from metatwin_functions.runtime import FunctionRuntime\n"
+        "functions = FunctionRegistry()\n"
+        "functions.register(lambda: 1, name='job', schedule='* * * * *')\n"
+        "async def main():\n"
+        "    runtime = FunctionRuntime(functions, Settings(_env_file=None))\n"
+        "    await runtime.start()\n"
+        "    assert runtime.scheduler is not None and runtime.scheduler.is_leader\n"
+        "    await runtime.stop()\n"
+        "asyncio.run(main())\n"
+        "print(sorted(m for m in ('aio_pika', 'aiormq') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.stdout.strip() == "[]"

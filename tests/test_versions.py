@@ -243,3 +243,16 @@ def test_started_event_lists_highest_signature_and_versions_for_versioned_names_
         "returnType": "int",
     }
     json.dumps(payload)  # JSON as is
+
+
+async def test_openapi_documents_every_version(registry: FunctionRegistry) -> None:
+    application = create_app(registry, quick_settings(), configure_logs=False)
+    async with application.test_app():
+        document = await (await application.test_client().get("/openapi.json")).get_json()
+    schemas = document["components"]["schemas"]
+    assert {"Call_greet_1_0_0", "Call_greet_1_5", "Call_greet_2_0_0", "Call_add_numbers"} <= set(
+        schemas
+    )
+    assert schemas["Call_greet_1_5"]["properties"]["version"]["const"] == "1.5"
+    assert "times" in schemas["Call_greet_1_5"]["properties"]["args"]["properties"]
+    assert "version" not in schemas["Call_add_numbers"]["properties"]
