@@ -162,3 +162,25 @@ async def test_a_leader_cut_off_by_a_partition_is_replaced_within_15_seconds(
     finally:
         for server in servers:
             server.stop()
+
+
+async def test_a_draining_leader_gives_the_schedules_away_at_once(
+    sink: EventSink, exchange_name: str, deployment_id: str
+) -> None:
+    env = replica_env(exchange_name, deployment_id)
+    servers = [ServerProcess(*SERVE, env=env), ServerProcess(*SERVE, env=env)]
+    try:
+        for server in servers:
+            await asyncio.to_thread(server.wait_ready)
+        leader, _ = await leader_among(servers, timeout=10)
+        follower = 1 - leader
+        stopped_at = time.monotonic()
+        servers[leader].signal(signal.SIGTERM)
+        await leader_among([servers[follower]], timeout=10)
+        handover = time.monotonic() - stopped_at
+        assert await asyncio.to_thread(servers[leader].wait, 15) == 0
+        print(f"\nhandover after SIGTERM: {handover:.2f} s")
+        assert handover < 5
+    finally:
+        for server in servers:
+            server.stop()
