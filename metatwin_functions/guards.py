@@ -36,12 +36,18 @@ if TYPE_CHECKING:
     from .metrics import CallMetrics
     from .pipeline import CallMeta
 
-__all__ = ["SCHEDULER", "CallGuards", "CallObservation"]
+__all__ = ["SCHEDULER", "CallGuards", "CallObservation", "check_guard_settings"]
 
 SCHEDULER = Principal("metatwin-functions:scheduler")
 """The caller of schedule ticks (``current_execution().caller``) when authentication is on."""
 
 Invoke = Callable[[ExecRequest, Principal | None, "CallMeta"], Awaitable[CallOutcome]]
+
+
+def check_guard_settings(settings: Settings, registry: FunctionRegistry) -> None:
+    """Raise `ConfigurationError` now for auth or limit settings that cannot work."""
+    build_authenticator(settings)
+    TrafficLimits(settings, registry)
 
 
 class CallObservation:
