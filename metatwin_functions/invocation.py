@@ -139,9 +139,9 @@ class Invoker:
             self._executor = None
 
     async def _run(self, request: ExecRequest) -> bytes:
-        spec = self.registry.get(request.function_name)
+        spec = self.registry.get(request.function_name, request.version)
         if spec is None:
-            raise FunctionNotFoundError(request.function_name)
+            raise FunctionNotFoundError(request.function_name, request.version)
         kwargs = _validate_arguments(spec, request.args)
         timeout = self.settings.effective_timeout(spec.timeout)
         loop = asyncio.get_running_loop()
