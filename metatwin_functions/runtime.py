@@ -19,6 +19,7 @@ from .watchdog import LoopWatchdog
 if TYPE_CHECKING:
     from quart import Quart
 
+    from .amqp import ExecConsumer
     from .events import EventsService
     from .idempotency import IdempotencyStore
     from .metrics import PrometheusMetrics
@@ -29,6 +30,9 @@ RuntimeState = Literal["starting", "ready", "draining", "stopped"]
 EXTENSION_KEY = "metatwin_functions"
 
 logger = logging.getLogger("metatwin_functions.runtime")
+
+#: How long an AMQP call waits for a disconnected events link before its message is requeued.
+AMQP_EVENT_PATIENCE = 30.0
 
 
 class FunctionRuntime:
@@ -57,6 +61,9 @@ class FunctionRuntime:
         self.events: EventsService | None = None
         self.state: RuntimeState = "starting"
         self._events_starting: asyncio.Task[None] | None = None
+        # Execution over RabbitMQ (CRBR_AMQP_EXEC_ENABLED): the queue consumer, loaded like events.
+        self.amqp: ExecConsumer | None = None
+        self._amqp_starting: asyncio.Task[None] | None = None
         self._watchdog = LoopWatchdog(self.invoker.async_calls)
 
     def _metrics(self) -> PrometheusMetrics | None:
@@ -90,6 +97,15 @@ class FunctionRuntime:
             )
         elif self.settings.incomplete_events_warning is not None:
             logger.warning(self.settings.incomplete_events_warning)
+        if self.settings.amqp_exec_configured:
+            self._amqp_starting = asyncio.create_task(
+                self._start_amqp(), name="metatwin-functions-amqp-start"
+            )
+        elif self.settings.amqp_exec_enabled:
+            logger.warning(
+                "CRBR_AMQP_EXEC_ENABLED is true but %s not set: not consuming the execution queue",
+                ", ".join(self.settings.missing_rabbitmq_settings),
+            )
         closed = [spec.name for spec in self.registry if spec.roles]
         if closed and self.guards.authenticator is None:
             logger.warning(
@@ -116,14 +132,42 @@ class FunctionRuntime:
         except Exception:
             logger.exception("RabbitMQ events could not start: running without events")
 
+    async def _start_amqp(self) -> None:
+        # The consumer runs after the server started: it never delays /ready (see _start_events).
+        try:
+            module = await asyncio.to_thread(importlib.import_module, "metatwin_functions.amqp")
+            completed = module.ServiceCompletedEvents(
+                lambda: self.events,
+                expected=self.settings.events_configured,
+                patience=AMQP_EVENT_PATIENCE,
+            )
+            consumer: ExecConsumer = module.ExecConsumer(self.settings, self.pipeline, completed)
+            if self.state != "ready":  # a stop came first
+                return
+            self.amqp = consumer
+            await consumer.start()
+        except Exception:
+            logger.exception("AMQP execution could not start: not consuming the execution queue")
+
     async def drain(self, timeout: float) -> bool:
-        """Refuse new calls and wait up to ``timeout`` s for calls in flight; True if none left."""
+        """Refuse new calls and wait up to ``timeout`` s for calls in flight; True if none left.
+
+        The AMQP consumer is cancelled first, so the broker hands no new message to a replica
+        going away; the messages in hand are served, answered and acked.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         if self.state == "ready":
             self.state = "draining"
             logger.info(
                 "Draining: refusing new calls, waiting for %d in flight", self.pipeline.in_flight
             )
-        return await self.pipeline.wait_idle(timeout)
+        if self.amqp is not None:
+            await self.amqp.stop_consuming(min(timeout, self.settings.connection_timeout))
+        idle = await self.pipeline.wait_idle(max(0.0, deadline - loop.time()))
+        if self.amqp is not None:  # their answers and acks go out after the pipeline's part
+            idle = await self.amqp.wait_idle(max(0.0, deadline - loop.time())) and idle
+        return idle
 
     def abort(self) -> None:
         """A forced stop: calls still in flight are answered 503 now instead of awaited."""
@@ -139,6 +183,13 @@ class FunctionRuntime:
             self._events_starting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._events_starting
+        # The consumer before the events: the calls it settles last publish completed events.
+        if self._amqp_starting is not None and not self._amqp_starting.done():
+            self._amqp_starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._amqp_starting
+        if self.amqp is not None:
+            await self.amqp.close()
         if self.events is not None:
             await self.events.stop()
         await self.guards.aclose()
@@ -165,6 +216,17 @@ class FunctionRuntime:
             "rabbitmq_connected": self.rabbitmq_connected,
             "sync_threads_abandoned": self.invoker.threads_abandoned,
             "saturated": self.guards.saturated,
+            "amqp_exec": (
+                self.amqp.ready_state()
+                if self.amqp is not None
+                else {
+                    "enabled": self.settings.amqp_exec_configured,
+                    "consuming": False,
+                    "queue": self.settings.amqp_exec_queue_name
+                    if self.settings.amqp_exec_configured
+                    else None,
+                }
+            ),
         }
 
 
