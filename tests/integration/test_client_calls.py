@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -25,6 +29,8 @@ try:
 except ImportError:
     from amqp_caller import BROKER_URL  # type: ignore[no-redef]
     from server_process import ServerProcess  # type: ignore[no-redef]
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.broker
 
@@ -157,3 +163,30 @@ def test_cli_says_when_no_deployment_answers(capsys: pytest.CaptureFixture[str])
     argv = ["call", "--amqp", BROKER_URL, "--deployment-id", "nobody", "--exchange", "amq.topic"]
     assert main([*argv, "echo", "message=hi"]) == 2
     assert "no queue is bound" in capsys.readouterr().err
+
+
+def test_the_client_example_runs_as_written(server: ServerProcess) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "examples/amqp_client.py",
+            "--deployment-id",
+            DEPLOYMENT,
+            "--exchange",
+            EXCHANGE,
+            "--url",
+            server.base_url,
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "amqp: [1, 2, 3, 4, 5]",
+        "amqp: False execution_failed Function execution failed: Cannot divide by zero!",
+        "http: True 8.0 200",
+    ]
