@@ -54,6 +54,7 @@ class AmqpCaller:
         if self.connection is not None:
             channel = await self.connection.channel()
             await channel.queue_delete(self.queue_name)
+            await channel.exchange_delete(self.exchange_name)  # the test's own exchange
             if self.dead:  # the tests' dead letters must not pile up in the shared queue
                 dead = await channel.declare_queue(DEAD_LETTER_QUEUE, passive=True)
                 await dead.purge()
