@@ -207,7 +207,7 @@ class FunctionRuntime:
 
     def ready_payload(self) -> dict[str, Any]:
         """The ``/ready`` body of the contract, plus this runtime's state."""
-        return {
+        payload = {
             "status": self.state,
             "deployment_id": self.settings.deployment_id,
             "function_count": len(self.registry),
@@ -216,18 +216,18 @@ class FunctionRuntime:
             "rabbitmq_connected": self.rabbitmq_connected,
             "sync_threads_abandoned": self.invoker.threads_abandoned,
             "saturated": self.guards.saturated,
-            "amqp_exec": (
+        }
+        if self.settings.amqp_exec_enabled:  # asked for: say whether it runs, and consumes
+            payload["amqp_exec"] = (
                 self.amqp.ready_state()
                 if self.amqp is not None
                 else {
                     "enabled": self.settings.amqp_exec_configured,
                     "consuming": False,
-                    "queue": self.settings.amqp_exec_queue_name
-                    if self.settings.amqp_exec_configured
-                    else None,
+                    "queue": self.settings.amqp_exec_queue_name,
                 }
-            ),
-        }
+            )
+        return payload
 
 
 def runtimes_of(app: Quart) -> dict[str, FunctionRuntime]:

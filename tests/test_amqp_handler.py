@@ -325,3 +325,32 @@ def test_the_delivery_count_comes_from_the_quorum_queue_header(
     headers: dict[str, Any] | None, redelivered: bool, count: int
 ) -> None:
     assert Delivery(b"", headers=headers, redelivered=redelivered).delivery_count == count
+
+
+async def test_an_amqp_call_span_is_a_pubsub_consumer_child_of_the_message_traceparent(
+    runtime: FunctionRuntime, handler: MessageHandler
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    from metatwin_functions._otel import OtelCallTracer
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    runtime.guards.tracer = OtelCallTracer(provider, owned=True)
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+    delivery = Delivery(envelope("add", {"a": 1, "b": 1}), headers={"traceparent": traceparent})
+    await handler.handle(delivery, RecordingSettlement())
+
+    [span] = exporter.get_finished_spans()
+    assert span.kind is SpanKind.CONSUMER
+    assert span.attributes is not None
+    assert span.attributes["faas.trigger"] == "pubsub"
+    assert span.parent is not None
+    assert format(span.context.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
+    assert format(span.parent.span_id, "016x") == "b7ad6b7169203331"
+    exporter.shutdown()
