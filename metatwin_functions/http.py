@@ -22,8 +22,9 @@ from .answers import (
     rejection_answer,
     too_large_answer,
 )
-from .body import BodyTooLargeError
+from .body import BodyTooLargeError, chunks_reader
 from .errors import CallRejectedError
+from .guards import check_guard_settings
 from .idempotency import IdempotencyStore
 from .pipeline import CallMeta
 from .registry import FunctionRegistry, default_registry
@@ -76,6 +77,7 @@ def functions_blueprint(
     """
     functions = default_registry if registry is None else registry
     config = load_settings() if settings is None else settings
+    check_guard_settings(config, functions)  # bad auth or limit settings fail here, not later
     blueprint = Blueprint(name, __name__)
 
     def runtime() -> FunctionRuntime:
@@ -120,7 +122,7 @@ def functions_blueprint(
             detach_on_cancel=True,  # Quart cancels the view when the client goes away
         )
         answer = await runtime().pipeline.serve_http(
-            request.content_length, _request_chunks(), meta
+            request.content_length, chunks_reader(_request_chunks()), meta
         )
         if answer is None:  # the client went away: nobody to answer
             return Response(b"", status=499)

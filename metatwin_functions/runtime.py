@@ -8,6 +8,9 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic_core import from_json
+
+from .envelope import ExecRequest
 from .guards import CallGuards
 from .invocation import Invoker
 from .pipeline import CallPipeline
@@ -59,6 +62,9 @@ class FunctionRuntime:
             self.invoker, self.guards, lambda: self.state == "ready", state=lambda: self.state
         )
         self.events: EventsService | None = None
+        self._publishing: set[asyncio.Task[bool]] = set()
+        if settings.publish_http_executions and settings.events_configured:
+            self.pipeline.on_http_call = self._publish_http_call
         self.state: RuntimeState = "starting"
         self._events_starting: asyncio.Task[None] | None = None
         # Execution over RabbitMQ (CRBR_AMQP_EXEC_ENABLED): the queue consumer, loaded like events.
@@ -90,6 +96,8 @@ class FunctionRuntime:
 
     async def start(self) -> None:
         """Start the runtime; never waits on the broker, nor on loading the broker client."""
+        # Here rather than in the app, so a host app that mounts the blueprint hears it too.
+        self.settings.warn_unknown_variables()
         self._watchdog.start()
         if self.settings.events_configured:
             self._events_starting = asyncio.create_task(
@@ -127,7 +135,13 @@ class FunctionRuntime:
         # neither start-up nor the event loop pays for it. Deployments without events never do.
         try:
             module = await asyncio.to_thread(importlib.import_module, "metatwin_functions.events")
-            self.events = module.EventsService(self.settings, self.registry)
+            tracer = self.guards.tracer
+            self.events = module.EventsService(
+                self.settings,
+                self.registry,
+                observer=self.guards.metrics,
+                header_injector=None if tracer is None else tracer.inject,
+            )
             await self.events.start()
         except Exception:
             logger.exception("RabbitMQ events could not start: running without events")
@@ -148,6 +162,39 @@ class FunctionRuntime:
             await consumer.start()
         except Exception:
             logger.exception("AMQP execution could not start: not consuming the execution queue")
+
+    async def publish_completed(
+        self,
+        request: ExecRequest,
+        body: bytes,
+        trigger: Literal["amqp", "schedule", "http"],
+        headers: dict[str, str] | None = None,
+    ) -> bool:
+        """Publish the execution completed event of a call answered with ``body``.
+
+        True once the broker confirmed and routed it; False when events are off or the broker
+        did not take it (never raises).
+        """
+        events = self.events
+        if events is None:
+            return False
+        answer = from_json(body)
+        return await events.publish_execution_completed(
+            execution_id=request.execution_id,
+            function_name=request.function_name,
+            trigger=trigger,
+            success=bool(answer.get("success")),
+            result=answer.get("result"),
+            error=answer.get("error"),
+            metadata=answer.get("metadata"),
+            headers=headers,
+        )
+
+    def _publish_http_call(self, request: ExecRequest, body: bytes) -> None:
+        # The request path never awaits the broker: the event goes out beside the answer.
+        task = asyncio.create_task(self.publish_completed(request, body, "http"))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
 
     async def drain(self, timeout: float) -> bool:
         """Refuse new calls and wait up to ``timeout`` s for calls in flight; True if none left.
