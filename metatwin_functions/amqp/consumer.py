@@ -71,6 +71,8 @@ class ExecConsumer:
         self._consuming = False
         self._stopping = False
         self._lost = asyncio.Event()
+        #: Which connection the close callbacks speak for: a late callback of an old one is moot.
+        self._generation = 0
         self._task: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Task[None]] = set()
         self._idle: asyncio.Event | None = None
@@ -148,7 +150,7 @@ class ExecConsumer:
         failures = 0
         while not self._stopping:
             try:
-                await self._open()
+                opened = await self._open()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -164,6 +166,8 @@ class ExecConsumer:
                 logger.debug("AMQP execution: attempt %d failed (%s)", failures, reason)
                 await asyncio.sleep(backoff_delay(failures, self.settings.retry_delay))
                 continue
+            if not opened:  # a drain began while connecting
+                return
             failures = 0
             self._outage.recovered("AMQP execution: RabbitMQ %s is back", self._address)
             logger.info(
@@ -186,7 +190,8 @@ class ExecConsumer:
                     async with asyncio.timeout(self.settings.connection_timeout):
                         await connection.close()
 
-    async def _open(self) -> None:
+    async def _open(self) -> bool:
+        """Connect, declare, consume; False (and nothing open) when a drain began meanwhile."""
         settings = self.settings
         timeout = settings.connection_timeout
         password = settings.rabbitmq_password
@@ -210,16 +215,20 @@ class ExecConsumer:
                 await channel.initialize(timeout=timeout)
                 channel, queue = await declare_topology(connection, channel, settings, timeout)
                 await channel.set_qos(prefetch_count=self.prefetch, timeout=timeout)
-                self._lost.clear()
-                connection.close_callbacks.add(self._on_closed)
-                channel.close_callbacks.add(self._on_closed)
                 if self._stopping:
-                    raise asyncio.CancelledError
+                    await connection.close()
+                    return False
+                self._generation += 1
+                self._lost.clear()
+                on_closed = functools.partial(self._on_closed, self._generation)
+                connection.close_callbacks.add(on_closed)
+                channel.close_callbacks.add(on_closed)
                 self._connection, self._queue = connection, queue
                 self._consumer_tag = await queue.consume(
                     functools.partial(self._on_message, channel), no_ack=False, timeout=timeout
                 )
                 self._consuming = True
+                return True
         except BaseException:
             self._consuming = False
             with contextlib.suppress(Exception, TimeoutError):
@@ -227,9 +236,10 @@ class ExecConsumer:
                     await connection.close()
             raise
 
-    def _on_closed(self, *_: object) -> None:
-        self._consuming = False
-        self._lost.set()
+    def _on_closed(self, generation: int, *_: object) -> None:
+        if generation == self._generation:
+            self._consuming = False
+            self._lost.set()
 
     def _describe(self, exc: BaseException) -> str:
         refusal = describe_refusal(exc, self.settings)

@@ -109,23 +109,33 @@ async def test_three_replicas_share_a_thousand_calls_each_answered_exactly_once(
 async def test_a_replica_killed_mid_call_leaves_its_message_to_another(
     replica: Replica, caller: AmqpCaller
 ) -> None:
-    first = await asyncio.to_thread(replica)
+    replicas = await asyncio.gather(*(asyncio.to_thread(replica) for _ in range(2)))
     await caller.publish(
-        {"executionId": "k-1", "functionName": "work", "args": {"seconds": 2}},
+        {"executionId": "k-1", "functionName": "work", "args": {"seconds": 1.5}},
         correlation_id="k-1",
     )
-    await asyncio.to_thread(first.wait_for_line, "WORK-STARTED k-1")
-    second = await asyncio.to_thread(replica)
-    first.signal(signal.SIGKILL)
+    started = await asyncio.to_thread(first_to_print, replicas, "WORK-STARTED k-1")
+    [other] = [r for r in replicas if r is not started]
+    started.signal(signal.SIGKILL)
 
     await caller.wait_replies(1, timeout=20)
     await asyncio.sleep(0.3)
     [reply] = caller.replies
-    assert caller.body(reply)["result"] == {"pid": second.process.pid}
-    assert "WORK-STARTED k-1" in second.output
-    second.signal(signal.SIGTERM)
-    assert await asyncio.to_thread(second.wait) == 0
+    assert caller.body(reply)["result"] == {"pid": other.process.pid}
+    assert "WORK-STARTED k-1" in other.output
+    other.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(other.wait) == 0
     assert await caller.queue_state() == (0, 0)
+
+
+def first_to_print(servers: list[ServerProcess], text: str, timeout: float = 10.0) -> ServerProcess:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for server in servers:
+            if any(text in line for line in list(server.lines)):
+                return server
+        time.sleep(0.01)
+    raise AssertionError(f"no replica printed {text!r} within {timeout} s")
 
 
 async def test_sigterm_mid_call_answers_and_acks_before_exiting(
