@@ -318,3 +318,24 @@ async def test_a_broker_cut_mid_run_loses_nothing_and_consuming_resumes(
     assert completed == set(ids)
     await runtime.stop()
     assert await caller.queue_state() == (0, 0)
+
+
+async def test_a_partition_mid_run_is_noticed_by_heartbeats_and_loses_nothing(
+    start_runtime: StartRuntime,
+    caller: AmqpCaller,
+    proxy: TcpProxy,
+    eventually: Eventually,
+) -> None:
+    runtime = await start_runtime(rabbitmq_port=proxy.port, rabbitmq_heartbeat=1)
+    amqp = runtime.amqp
+    assert amqp is not None
+    ids = await caller.call_many(60, "sleepy", {"seconds": 0.05})
+    await caller.wait_replies(10)
+    await proxy.set_mode(ProxyMode.PARTITION)  # the broker stops answering; nothing is closed
+    assert await eventually(lambda: not amqp.consuming, 10)
+    await proxy.set_mode(ProxyMode.FORWARD)
+
+    await caller.wait_answered(ids, timeout=30)
+    assert await eventually(lambda: amqp.consuming, 10)
+    await runtime.stop()
+    assert await caller.queue_state() == (0, 0)
