@@ -136,8 +136,11 @@ class ExecConsumer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for call in list(self._calls):  # a forced stop: unsettled, the broker redelivers them
+        calls = list(self._calls)
+        for call in calls:  # a forced stop: unsettled, the broker redelivers them
             call.cancel()
+        if calls:
+            await asyncio.wait(calls, timeout=min(timeout, 1.0))
         connection, self._connection = self._connection, None
         if connection is not None:
             with contextlib.suppress(Exception, TimeoutError):
