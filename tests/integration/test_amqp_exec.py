@@ -339,3 +339,23 @@ async def test_a_partition_mid_run_is_noticed_by_heartbeats_and_loses_nothing(
     assert await eventually(lambda: amqp.consuming, 10)
     await runtime.stop()
     assert await caller.queue_state() == (0, 0)
+
+
+async def test_a_queue_declared_otherwise_is_used_as_it_is_with_a_warning(
+    start_runtime: StartRuntime,
+    caller: AmqpCaller,
+    queue_name: str,
+    logs: pytest.LogCaptureFixture,
+) -> None:
+    connection = await aio_pika.connect(BROKER_URL)
+    channel = await connection.channel()
+    await channel.declare_queue(queue_name, durable=True)  # classic, no dead-lettering
+    await connection.close()
+
+    await start_runtime()
+    await caller.publish(
+        {"executionId": "c-1", "functionName": "add_numbers", "args": {"a": 2, "b": 3}}
+    )
+    await caller.wait_replies(1)
+    assert caller.body(caller.replies[0])["result"] == 5
+    assert f"Queue {queue_name!r} exists with other arguments" in logs.text
