@@ -98,14 +98,22 @@ class Invoker:
         return [*self._retired, *([self._executor] if self._executor is not None else [])]
 
     async def invoke(
-        self, request: ExecRequest, caller: Principal | None = None, *, cold_start: bool = False
+        self,
+        request: ExecRequest,
+        caller: Principal | None = None,
+        *,
+        cold_start: bool = False,
+        timeout: float | None = None,
     ) -> CallOutcome:
-        """Serve one call; never raises for anything the function or its arguments do."""
+        """Serve one call; never raises for anything the function or its arguments do.
+
+        ``timeout`` (seconds) shortens the function's deadline, never lengthens it.
+        """
         started = time.perf_counter()
         token = _current.set(ExecutionContext(request.execution_id, request.function_name, caller))
         try:
             try:
-                result_json = await self._run(request)
+                result_json = await self._run(request, timeout)
             except InvocationError as error:
                 return self._failed(request, error, started, cold_start)
             duration = time.perf_counter() - started
@@ -138,12 +146,14 @@ class Invoker:
             self._retired.append(self._executor)
             self._executor = None
 
-    async def _run(self, request: ExecRequest) -> bytes:
+    async def _run(self, request: ExecRequest, limit: float | None) -> bytes:
         spec = self.registry.get(request.function_name, request.version)
         if spec is None:
             raise FunctionNotFoundError(request.function_name, request.version)
         kwargs = _validate_arguments(spec, request.args)
         timeout = self.settings.effective_timeout(spec.timeout)
+        if limit is not None and limit < timeout:
+            timeout = max(limit, 0.0)
         loop = asyncio.get_running_loop()
         ends = loop.time() + timeout
         deadline = Deadline(ends)
