@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.plugin_project import run_pytest
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -18,32 +20,12 @@ def python_block_after(heading: str) -> str:
     return match.group(1)
 
 
-def test_the_testing_example_passes(tmp_path: Path) -> None:
-    (tmp_path / "test_readme_example.py").write_text(
-        python_block_after("## Testing your functions")
-    )
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-o",
-            "asyncio_mode=auto",
-            "-o",
-            "asyncio_default_fixture_loop_scope=function",
-            "--rootdir",
-            str(tmp_path),
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=tmp_path,
-    )
+def test_the_testing_example_passes_as_pasted_into_a_fresh_project(tmp_path: Path) -> None:
+    # No pytest configuration at all: the package's pytest plugin is all the user installs.
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "test_my_functions.py").write_text(python_block_after("## Testing your functions"))
+    done = run_pytest(project, "-W", "error", "--rootdir", str(project))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 passed" in done.stdout
 
