@@ -34,6 +34,8 @@ __all__ = ["functions_blueprint", "http_error_response"]
 JSON = "application/json"
 FAST_EXEC_KEY = "metatwin_functions.fast_exec"
 logger = logging.getLogger("metatwin_functions.http")
+#: Longest request path written in a log line: a client must not fill the logs with one.
+_LOGGED_PATH = 200
 
 
 def answer_response(answer: Answer) -> Response:
@@ -175,8 +177,21 @@ async def authenticate_request(serving: FunctionRuntime) -> Response | None:
 
 
 async def http_error_response(error: HTTPException) -> Response:
-    """Error handler answering an HTTP error (404, 405, ...) in JSON, with its headers."""
-    response = json_response(http_error_body(error.description or error.name), error.code or 500)
+    """Error handler answering an HTTP error (404, 405, ...) in JSON, with its headers.
+
+    Each one logs one INFO line (method, path, status; never the body or the query string), as
+    the pipeline does for the calls it refuses, so a client knocking on the wrong door shows up.
+    """
+    status = error.code or 500
+    path = request.path
+    logger.info(
+        "Refused a request: HTTP %d %s %s",
+        status,
+        request.method,
+        path if len(path) <= _LOGGED_PATH else f"{path[:_LOGGED_PATH]}...",
+        extra={"status": "rejected", "error_kind": "http_error", "http_status": status},
+    )
+    response = json_response(http_error_body(error.description or error.name), status)
     if isinstance(error, MethodNotAllowed) and error.valid_methods:
         response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
     return response

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -173,6 +174,24 @@ async def test_unknown_routes_and_methods_answer_json(client: Client) -> None:
     assert (missing.status_code, missing.content_type) == (404, "application/json")
     assert (wrong_method.status_code, wrong_method.content_type) == (405, "application/json")
     assert (await wrong_method.get_json())["success"] is False
+
+
+async def test_404_and_405_log_one_info_line_each_without_query_or_body(
+    function_client: FunctionTestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "metatwin_functions")
+    await function_client.http.get("/nowhere?token=secret")
+    await function_client.http.get("/exec")
+    await function_client.http.delete("/" + "x" * 1000, data=b"secret body")
+    refused = [r for r in caplog.records if r.getMessage().startswith("Refused a request")]
+    assert [r.getMessage() for r in refused[:2]] == [
+        "Refused a request: HTTP 404 GET /nowhere",
+        "Refused a request: HTTP 405 GET /exec",
+    ]
+    assert refused[2].getMessage() == f"Refused a request: HTTP 404 DELETE /{'x' * 199}..."
+    assert all(r.levelno == logging.INFO for r in refused)
+    assert [getattr(r, "http_status", None) for r in refused] == [404, 405, 404]
+    assert "secret" not in caplog.text
 
 
 async def test_ready_lists_the_functions(function_client: FunctionTestClient) -> None:
