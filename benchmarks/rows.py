@@ -31,6 +31,7 @@ class Row:
     env: dict[str, str] = field(default_factory=dict)
     needs_sdk: bool = False
     needs_broker: bool = False
+    needs_uvicorn: bool = False
 
 
 # The SDK as deployed: its own CLI and default runner, cwd = the repository root.
@@ -72,6 +73,22 @@ ROWS: dict[str, Row] = {
             },
             needs_sdk=True,
             needs_broker=True,
+        ),
+        Row(
+            "sdk-uvicorn-info",
+            "SDK on uvicorn (httptools, uvloop), JSON logs at INFO",
+            SDK_ARGV,
+            {"CRBR_FUNCTIONS_LOG_LEVEL": "INFO", "CRBR_FUNCTIONS_SERVER": "uvicorn"},
+            needs_sdk=True,
+            needs_uvicorn=True,
+        ),
+        Row(
+            "sdk-uvicorn-warning",
+            "SDK on uvicorn (httptools, uvloop), JSON logs at WARNING",
+            SDK_ARGV,
+            {"CRBR_FUNCTIONS_LOG_LEVEL": "WARNING", "CRBR_FUNCTIONS_SERVER": "uvicorn"},
+            needs_sdk=True,
+            needs_uvicorn=True,
         ),
         Row("quart-bare", "minimal Quart app on the same Hypercorn", _peer("quart_bare.py")),
         Row("asgi-raw", "raw ASGI callable on the same Hypercorn", _peer("asgi_raw.py")),
@@ -116,6 +133,20 @@ def _sdk_problem() -> str | None:
 
 
 @cache
+def _uvicorn_problem() -> str | None:
+    # The SDK's [uvicorn] extra; without it the SDK refuses to start on uvicorn, in one line.
+    done = subprocess.run(
+        [sys.executable, "-c", "import uvicorn, httptools, uvloop"],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    if done.returncode != 0:
+        return "the [uvicorn] extra is not installed (pip install -e '.[uvicorn]')"
+    return None
+
+
+@cache
 def _broker_problem() -> str | None:
     try:
         with socket.create_connection(BROKER, timeout=0.5):
@@ -129,5 +160,7 @@ def unavailable(row: Row) -> str | None:
     if row.needs_sdk and (problem := _sdk_problem()):
         return problem
     if row.needs_broker and (problem := _broker_problem()):
+        return problem
+    if row.needs_uvicorn and (problem := _uvicorn_problem()):
         return problem
     return None

@@ -7,6 +7,7 @@ from werkzeug.exceptions import HTTPException
 
 from .fastpath import ExecFastPath
 from .http import functions_blueprint, http_error_response
+from .idempotency import IdempotencyStore
 from .logs import configure_logging
 from .registry import FunctionRegistry, default_registry
 from .server import serve
@@ -23,6 +24,7 @@ def create_app(
     docs: bool = True,
     configure_logs: bool = True,
     fast_exec: bool | None = None,
+    idempotency_store: IdempotencyStore | None = None,
 ) -> Quart:
     """A Quart app serving ``registry`` (default: every ``@Function``) at ``/exec`` and ``/ready``.
 
@@ -31,13 +33,14 @@ def create_app(
     the contract's log format from the settings. ``fast_exec`` (default
     ``CRBR_FUNCTIONS_FAST_EXEC``, on) serves ``POST /exec`` by the raw-ASGI endpoint in front of
     Quart (see `ExecFastPath` for what that leaves out); off, Quart's view serves it.
+    ``idempotency_store`` replaces the per-process store of answers (see `IdempotencyStore`).
     """
     config = load_settings() if settings is None else settings
     if configure_logs:
         configure_logging(config)
     app = Quart("metatwin_functions", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = config.functions_max_body_size
-    blueprint = functions_blueprint(registry, config)
+    blueprint = functions_blueprint(registry, config, idempotency_store=idempotency_store)
     app.register_blueprint(blueprint, url_prefix=url_prefix)
     if config.functions_fast_exec if fast_exec is None else fast_exec:
         ExecFastPath.install(app, blueprint.name)

@@ -38,6 +38,8 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["functions_host"] = args.host
     if args.port is not None:
         overrides["functions_port"] = args.port
+    if args.server is not None:
+        overrides["functions_server"] = args.server
     FunctionServer(settings=load_settings(**overrides)).start()
     return 0
 
@@ -82,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="bind host (default: CRBR_FUNCTIONS_HOST or 0.0.0.0)")
     serve.add_argument("--port", type=int, help="bind port (default: CRBR_FUNCTIONS_PORT or 8000)")
+    serve.add_argument(
+        "--server",
+        choices=("hypercorn", "uvicorn"),
+        help="HTTP server (default: CRBR_FUNCTIONS_SERVER or hypercorn; uvicorn needs the "
+        "[uvicorn] extra)",
+    )
     serve.set_defaults(handler=_serve)
 
     describe = commands.add_parser("describe", help="print the functions as the platform sees them")

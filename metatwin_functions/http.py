@@ -24,6 +24,7 @@ from .answers import (
 )
 from .body import BodyTooLargeError
 from .errors import CallRejectedError
+from .idempotency import IdempotencyStore
 from .pipeline import CallMeta
 from .registry import FunctionRegistry, default_registry
 from .runtime import FunctionRuntime, runtimes_of
@@ -67,11 +68,13 @@ def functions_blueprint(
     settings: Settings | None = None,
     *,
     name: str = "metatwin_functions",
+    idempotency_store: IdempotencyStore | None = None,
 ) -> Blueprint:
     """A blueprint serving ``registry`` (default: the ``@Function`` registry).
 
     ``settings`` default to the ``CRBR_*`` environment, read now so that bad configuration fails
     at start-up. Register it with ``app.register_blueprint(bp, url_prefix=...)``.
+    ``idempotency_store`` replaces the per-process store (e.g. by one shared by every replica).
     """
     functions = default_registry if registry is None else registry
     config = load_settings() if settings is None else settings
@@ -82,13 +85,15 @@ def functions_blueprint(
         found = runtimes.get(name)
         if found is None:
             # Served without the serving hooks (e.g. ``app.test_client()``): start bare.
-            found = runtimes[name] = FunctionRuntime(functions, config)
+            found = runtimes[name] = FunctionRuntime(
+                functions, config, idempotency_store=idempotency_store
+            )
             found.state = "ready"
         return found
 
     @blueprint.before_app_serving
     async def start_runtime() -> None:
-        started = FunctionRuntime(functions, config)
+        started = FunctionRuntime(functions, config, idempotency_store=idempotency_store)
         runtimes_of(current_app)[name] = started
         await started.start()
         fast = name in current_app.extensions.get(FAST_EXEC_KEY, ())

@@ -84,6 +84,8 @@ class CallPipeline:
         self._idle: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._aborting = False
+        #: Told of every HTTP call that ran (for ``CRBR_PUBLISH_HTTP_EXECUTIONS``); must not block.
+        self.on_http_call: Callable[[ExecRequest, bytes], None] | None = None
 
     # -- admission -------------------------------------------------------------------------
 
@@ -213,9 +215,12 @@ class CallPipeline:
         guards = self.guards
         try:
             caller = await guards.authenticate(request, meta)
-            return await guards.guarded(request, caller, meta, self._invoke)
+            answer = await guards.guarded(request, caller, meta, self._invoke)
         except CallRejectedError as error:
             return self._refused(rejection_answer(error, request.execution_id))
+        if self.on_http_call is not None and meta.trigger == "http":
+            self.on_http_call(request, answer.body)
+        return answer
 
     async def _invoke(
         self, request: ExecRequest, caller: Principal | None, meta: CallMeta
