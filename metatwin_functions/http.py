@@ -27,7 +27,7 @@ from .errors import CallRejectedError
 from .idempotency import IdempotencyStore
 from .pipeline import CallMeta
 from .registry import FunctionRegistry, default_registry
-from .runtime import FunctionRuntime, runtimes_of
+from .runtime import BROKER_KEY, FunctionRuntime, runtimes_of
 from .settings import Settings, load_settings
 
 __all__ = ["functions_blueprint", "http_error_response"]
@@ -93,7 +93,12 @@ def functions_blueprint(
 
     @blueprint.before_app_serving
     async def start_runtime() -> None:
-        started = FunctionRuntime(functions, config, idempotency_store=idempotency_store)
+        started = FunctionRuntime(
+            functions,
+            config,
+            idempotency_store=idempotency_store,
+            broker=current_app.extensions.get(BROKER_KEY),
+        )
         runtimes_of(current_app)[name] = started
         await started.start()
         fast = name in current_app.extensions.get(FAST_EXEC_KEY, ())

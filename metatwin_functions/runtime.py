@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from quart import Quart
 
     from .events import EventsService
+    from .events.transport import BrokerConnector
     from .idempotency import IdempotencyStore
     from .metrics import PrometheusMetrics
 
@@ -30,6 +31,8 @@ __all__ = ["FunctionRuntime", "RuntimeState", "runtimes_of"]
 
 RuntimeState = Literal["starting", "ready", "draining", "stopped"]
 EXTENSION_KEY = "metatwin_functions"
+#: ``app.extensions`` key of a broker the serving hooks hand the runtime (the test kit's).
+BROKER_KEY = "metatwin_functions.broker"
 
 logger = logging.getLogger("metatwin_functions.runtime")
 
@@ -43,9 +46,15 @@ class FunctionRuntime:
         settings: Settings,
         *,
         idempotency_store: IdempotencyStore | None = None,
+        broker: BrokerConnector | None = None,
     ) -> None:
         self.registry = registry
         self.settings = settings
+        # A broker passed in (the test kit's InMemoryBroker) needs no broker settings.
+        self._broker = broker
+        self._events_wanted = settings.events_configured or (
+            broker is not None and settings.enable_events
+        )
         self.invoker = Invoker(registry, settings)
         self.guards = CallGuards(
             registry,
@@ -59,7 +68,7 @@ class FunctionRuntime:
         )
         self.events: EventsService | None = None
         self._publishing: set[asyncio.Task[bool]] = set()
-        if settings.publish_http_executions and settings.events_configured:
+        if settings.publish_http_executions and self._events_wanted:
             self.pipeline.on_http_call = self._publish_http_call
         self.state: RuntimeState = "starting"
         self._events_starting: asyncio.Task[None] | None = None
@@ -90,7 +99,7 @@ class FunctionRuntime:
     async def start(self) -> None:
         """Start the runtime; never waits on the broker, nor on loading the broker client."""
         self._watchdog.start()
-        if self.settings.events_configured:
+        if self._events_wanted:
             self._events_starting = asyncio.create_task(
                 self._start_events(), name="metatwin-functions-events-start"
             )
@@ -123,6 +132,7 @@ class FunctionRuntime:
                 self.registry,
                 observer=self.guards.metrics,
                 header_injector=None if tracer is None else tracer.inject,
+                broker=self._broker,
             )
             await self.events.start()
         except Exception:
@@ -191,8 +201,8 @@ class FunctionRuntime:
 
     @property
     def rabbitmq_enabled(self) -> bool:
-        """Whether events are on and fully configured."""
-        return self.settings.events_configured
+        """Whether events are on and fully configured (or a broker was passed in)."""
+        return self._events_wanted
 
     @property
     def rabbitmq_connected(self) -> bool:

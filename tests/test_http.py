@@ -65,7 +65,12 @@ def functions_registry(registry: FunctionRegistry) -> FunctionRegistry:
 
 @pytest.fixture
 def functions_settings() -> dict[str, Any]:
-    return {"deployment_id": "test-deployment", "functions_timeout": 2, "functions_max_timeout": 5}
+    return {
+        "deployment_id": "test-deployment",
+        "functions_timeout": 2,
+        "functions_max_timeout": 5,
+        "enable_events": False,
+    }
 
 
 async def test_exec_returns_the_contract_envelope(function_client: FunctionTestClient) -> None:

@@ -40,6 +40,11 @@ async def test_ready_lists_it(function_client):
     assert (await function_client.ready()).functions == ["add_numbers"]
 
 
+async def test_the_started_event_lists_it(function_events):
+    (started,) = await function_events.wait_for("FunctionDeploymentStartedPayload")
+    assert [f["name"] for f in started.payload["functions"]] == ["add_numbers"]
+
+
 def test_plain_call():
     assert add_numbers  # sync tests are left alone
 """
@@ -58,7 +63,7 @@ def project(tmp_path: Path, **files: str) -> Path:
 def test_async_tests_run_in_strict_mode_with_warnings_as_errors(tmp_path: Path) -> None:
     done = run_pytest(project(tmp_path, test_mine=TESTS), "-W", "error")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "3 passed" in done.stdout
+    assert "4 passed" in done.stdout
     assert "warning" not in done.stdout.lower()
 
 
@@ -96,7 +101,7 @@ def test_auto_mode_projects_work_too(tmp_path: Path) -> None:
     )
     done = run_pytest(root, "-W", "error")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "3 passed" in done.stdout
+    assert "4 passed" in done.stdout
 
 
 def test_without_the_plugin_the_fixture_does_not_exist(tmp_path: Path) -> None:

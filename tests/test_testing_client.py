@@ -9,7 +9,7 @@ import pytest
 from quart import has_request_context
 
 from metatwin_functions import FunctionRegistry, Settings
-from metatwin_functions.testing import CallFailedError, FunctionTestClient
+from metatwin_functions.testing import CallFailedError, FunctionTestClient, InMemoryBroker
 
 
 @pytest.fixture
@@ -190,3 +190,47 @@ async def test_a_client_cannot_start_twice(registry: FunctionRegistry) -> None:
     async with FunctionTestClient(registry) as client:
         with pytest.raises(RuntimeError, match="already started"):
             await client.start()
+
+
+async def test_events_go_to_an_in_memory_broker_and_can_be_awaited(
+    registry: FunctionRegistry,
+) -> None:
+    async with FunctionTestClient(
+        registry, deployment_id="dep-42", publish_http_executions=True
+    ) as client:
+        (started,) = await client.wait_for_event("FunctionDeploymentStartedPayload")
+        await client.call("add_numbers", a=5, b=3, execution_id="e-1")
+        (completed,) = await client.wait_for_event("FunctionExecutionCompletedPayload")
+        ready = await client.ready()
+        assert client.events[0] is started
+    assert started.payload["deploymentId"] == "dep-42"
+    assert [f["name"] for f in started.payload["functions"]][:1] == ["add_numbers"]
+    assert started.routing_key == "routing.event.metatwin-functions.function.deployment.started"
+    assert completed.payload == {
+        "deploymentId": "dep-42",
+        "executionId": "e-1",
+        "functionName": "add_numbers",
+        "trigger": "http",
+        "success": True,
+        "result": 8,
+        "error": None,
+        "metadata": completed.payload["metadata"],
+    }
+    assert (ready.body["rabbitmq_enabled"], ready.body["rabbitmq_connected"]) == (True, True)
+
+
+async def test_events_turned_off_publish_nothing(registry: FunctionRegistry) -> None:
+    async with FunctionTestClient(registry, enable_events=False) as client:
+        with pytest.raises(TimeoutError):
+            await client.wait_for_event("FunctionDeploymentStartedPayload", timeout=0.2)
+        assert (await client.ready()).body["rabbitmq_enabled"] is False
+    assert client.events == []
+
+
+async def test_a_broker_outage_shows_in_ready(registry: FunctionRegistry) -> None:
+    broker = InMemoryBroker()
+    async with FunctionTestClient(registry, broker=broker) as client:
+        await client.wait_for_event("FunctionDeploymentStartedPayload")
+        broker.fail()
+        assert (await client.ready()).body["rabbitmq_connected"] is False
+        assert (await client.call("add_numbers", a=1, b=1)).result == 2

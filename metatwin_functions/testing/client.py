@@ -5,6 +5,10 @@ production) and posts to ``/exec`` through the app's ASGI entry point, so a call
 raw-ASGI endpoint, body reader, envelope parser, guards (auth, limits, idempotency), deadline,
 metrics and log line as a deployed one. No socket and no server process: a call costs well under
 a millisecond of overhead.
+
+The RabbitMQ events the server publishes (deployment started, healthy beats, execution completed)
+go to an `InMemoryBroker` instead of RabbitMQ: `FunctionTestClient.events` lists them and
+`FunctionTestClient.wait_for_event` awaits them.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from werkzeug.datastructures import Headers
 
 from ..app import create_app
 from ..registry import FunctionRegistry, default_registry
-from ..runtime import FunctionRuntime, runtimes_of
+from ..runtime import BROKER_KEY, FunctionRuntime, runtimes_of
 from ..settings import Settings, load_settings
+from .broker import InMemoryBroker, PublishedEvent
 from .responses import CallResponse, ReadyResponse
 
 if TYPE_CHECKING:
@@ -42,8 +47,10 @@ class FunctionTestClient:
 
     Args:
         registry: The functions to serve (default: every ``@Function``).
-        settings: Complete settings; by default the ``CRBR_*`` environment with RabbitMQ events
-            off, and ``overrides`` on top.
+        settings: Complete settings; by default the ``CRBR_*`` environment with ``overrides``
+            on top.
+        broker: Where events go (default a new `InMemoryBroker`; never RabbitMQ). Events are
+            off with ``enable_events=False``.
         headers: Headers sent with every request (e.g. ``{"X-API-Key": "..."}``).
         url_prefix: Where the functions are mounted (``""``: ``/exec``, ``/ready``).
         docs: Serve ``/docs`` and ``/openapi.json`` as `create_app` does.
@@ -56,6 +63,7 @@ class FunctionTestClient:
         registry: FunctionRegistry | None = None,
         settings: Settings | None = None,
         *,
+        broker: InMemoryBroker | None = None,
         headers: Mapping[str, str] | None = None,
         url_prefix: str = "",
         docs: bool = True,
@@ -65,11 +73,8 @@ class FunctionTestClient:
         if settings is not None and overrides:
             raise TypeError("pass either settings or keyword overrides, not both")
         self.registry = default_registry if registry is None else registry
-        self.settings = (
-            settings
-            if settings is not None
-            else load_settings(**{"enable_events": False, **overrides})
-        )
+        self.settings = settings if settings is not None else load_settings(**overrides)
+        self.broker = InMemoryBroker() if broker is None else broker
         self.headers = dict(headers or {})
         self._prefix = url_prefix.rstrip("/")
         self.app: Quart = create_app(
@@ -79,6 +84,7 @@ class FunctionTestClient:
             docs=docs,
             configure_logs=False,
         )
+        self.app.extensions[BROKER_KEY] = self.broker
         self._startup_timeout = startup_timeout
         self._test_app: TestApp | None = None
         self._http: TestClientProtocol | None = None
@@ -219,3 +225,24 @@ class FunctionTestClient:
                 ):
                     return float(sample.value)
         return None
+
+    # -- events ---------------------------------------------------------------------------
+
+    @property
+    def events(self) -> list[PublishedEvent]:
+        """Every event the server published so far, in order (confirmed and routed)."""
+        return list(self.broker.published)
+
+    async def wait_for_event(
+        self, payload_type: str, *, count: int = 1, timeout: float = 5.0
+    ) -> list[PublishedEvent]:
+        """Wait until ``count`` events of ``payload_type`` were published; return them all.
+
+        ``payload_type`` is the envelope's: ``FunctionDeploymentStartedPayload``,
+        ``FunctionsDeploymentHealthyPayload`` or ``FunctionExecutionCompletedPayload`` (HTTP
+        calls publish the latter with ``publish_http_executions=True``).
+
+        Raises:
+            TimeoutError: fewer arrived within ``timeout`` seconds (or events are off).
+        """
+        return await self.broker.wait_for(payload_type, count=count, timeout=timeout)

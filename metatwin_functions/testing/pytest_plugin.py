@@ -5,6 +5,8 @@ Fixtures (override ``functions_registry`` and ``functions_settings`` in your ``c
 - ``functions_registry``: the functions to serve; default the ``@Function`` registry.
 - ``functions_settings``: a dict of settings overrides, e.g. ``{"functions_timeout": 1}``.
 - ``function_client``: a started `FunctionTestClient` on those.
+- ``function_events``: the `InMemoryBroker` that client's events go to (``.published``,
+  ``await function_events.wait_for("FunctionDeploymentStartedPayload")``).
 
 An ``async def`` test that uses ``function_client`` runs on pytest-asyncio without any
 configuration: the plugin marks it ``asyncio`` itself, so it works in pytest-asyncio's default
@@ -21,9 +23,10 @@ from typing import Any
 import pytest
 
 from ..registry import FunctionRegistry, default_registry
+from .broker import InMemoryBroker
 from .client import FunctionTestClient
 
-__all__ = ["function_client", "functions_registry", "functions_settings"]
+__all__ = ["function_client", "function_events", "functions_registry", "functions_settings"]
 
 #: The async fixtures of this plugin: a coroutine test using one is marked ``asyncio``.
 ASYNC_FIXTURES = frozenset({"function_client"})
@@ -63,6 +66,12 @@ else:  # pragma: no cover - exercised only without pytest-asyncio
             "function_client needs pytest-asyncio: pip install 'metatwin-functions[tests]'",
             pytrace=False,
         )
+
+
+@pytest.fixture
+def function_events(function_client: FunctionTestClient) -> InMemoryBroker:
+    """The in-memory broker recording the events ``function_client``'s server publishes."""
+    return function_client.broker
 
 
 @pytest.hookimpl(tryfirst=True)
