@@ -43,3 +43,28 @@ def test_the_quick_start_module_registers_its_functions(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "add_numbers" in done.stdout
     assert "word_count" in done.stdout
+
+
+TESTING_GUIDE = Path(__file__).resolve().parent.parent / ".readme" / "testing.md"
+
+
+def test_the_testing_guide_runs_as_written(tmp_path: Path) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", TESTING_GUIDE.read_text(encoding="utf-8"), re.S)
+    first, conftest, client, invoker = blocks
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "test_invoices.py").write_text(first)
+    (project / "my_functions.py").write_text(
+        "from metatwin_functions import FunctionRegistry\n\n"
+        "registry = FunctionRegistry()\n\n\n"
+        "@registry.function(description='Adds two numbers')\n"
+        "async def add_numbers(a: int, b: int) -> int:\n    return a + b\n"
+    )
+    (project / "overrides").mkdir()
+    (project / "overrides" / "conftest.py").write_text(conftest)
+    (project / "overrides" / "test_client.py").write_text(
+        "from my_functions import registry\n\n" + client + "\n\n" + invoker
+    )
+    done = run_pytest(project, "-W", "error", "--rootdir", str(project))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "6 passed" in done.stdout
