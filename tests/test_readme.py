@@ -68,3 +68,18 @@ def test_the_testing_guide_runs_as_written(tmp_path: Path) -> None:
     done = run_pytest(project, "-W", "error", "--rootdir", str(project))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "6 passed" in done.stdout
+
+
+MIGRATING = Path(__file__).resolve().parent.parent / ".readme" / "migrating.md"
+
+
+def test_the_migration_guides_stricter_validation_holds(tmp_path: Path) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", MIGRATING.read_text(encoding="utf-8"), re.S)
+    imports, stricter = blocks
+    assert "from metatwin_functions import Function, FunctionServer" in imports
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "test_stricter.py").write_text(stricter)
+    done = run_pytest(project, "-W", "error", "--rootdir", str(project))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 passed" in done.stdout
