@@ -1,4 +1,4 @@
-"""Sessions: ``nox -s tests`` (3.11 and 3.13), ``lint``, ``typecheck``, ``bench``."""
+"""Sessions: ``nox -s tests`` (Python 3.11, 3.12 and 3.13), ``lint``, ``typecheck``, ``bench``."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from .answers import (
     rejection_answer,
     too_large_answer,
 )
-from .body import BodyTooLargeError
+from .body import BodyTooLargeError, chunks_reader
 from .errors import CallRejectedError
 from .idempotency import IdempotencyStore
 from .pipeline import CallMeta
@@ -127,7 +127,7 @@ def functions_blueprint(
             detach_on_cancel=True,  # Quart cancels the view when the client goes away
         )
         answer = await runtime().pipeline.serve_http(
-            request.content_length, _request_chunks(), meta
+            request.content_length, chunks_reader(_request_chunks()), meta
         )
         if answer is None:  # the client went away: nobody to answer
             return Response(b"", status=499)
