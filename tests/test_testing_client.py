@@ -8,7 +8,7 @@ import logging
 import pytest
 from quart import has_request_context
 
-from metatwin_functions import FunctionRegistry, Settings
+from metatwin_functions import FunctionRegistry, MetaTwinFunctionsError, Settings
 from metatwin_functions.testing import CallFailedError, FunctionTestClient, InMemoryBroker
 
 
@@ -234,3 +234,18 @@ async def test_a_broker_outage_shows_in_ready(registry: FunctionRegistry) -> Non
         broker.fail()
         assert (await client.ready()).body["rabbitmq_connected"] is False
         assert (await client.call("add_numbers", a=1, b=1)).result == 2
+
+
+def test_the_test_kit_exports_exactly_its_public_names() -> None:
+    import metatwin_functions.testing as testing
+
+    assert testing.__all__ == [
+        "CallFailedError",
+        "CallResponse",
+        "FunctionTestClient",
+        "InMemoryBroker",
+        "PublishedEvent",
+        "ReadyResponse",
+    ]
+    assert issubclass(testing.CallFailedError, MetaTwinFunctionsError)
+    assert issubclass(testing.CallFailedError, AssertionError)  # pytest reports a failure

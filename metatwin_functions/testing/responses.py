@@ -5,14 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..errors import MetaTwinFunctionsError
+
 if TYPE_CHECKING:
     from werkzeug.datastructures import Headers
 
 __all__ = ["CallFailedError", "CallResponse", "ReadyResponse"]
 
 
-class CallFailedError(AssertionError):
-    """`CallResponse.raise_for_error` on a call that did not succeed (a test failure)."""
+class CallFailedError(MetaTwinFunctionsError, AssertionError):
+    """`CallResponse.raise_for_error` on a call that did not succeed: a test failure."""
 
     def __init__(self, response: CallResponse) -> None:
         super().__init__(
