@@ -168,6 +168,19 @@ def test_the_image_builds_from_source_in_stages_and_runs_as_non_root(where: str,
     assert "exec metatwin-functions serve" in cmd[-1], where
 
 
+def test_the_source_files_copied_are_all_the_build_needs() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    copied = set()
+    for op, arg in _instructions(DOCKERFILE.read_text()):
+        if op == "COPY" and arg.startswith("--from=sdk "):
+            copied.update(arg.split()[1:-1])
+    assert copied == {"pyproject.toml", project["readme"], "metatwin_functions"}
+    for name in copied:
+        assert (ROOT / name).exists(), name
+
+
 def _hadolint() -> str | None:
     beside = Path(sys.executable).with_name("hadolint")
     return str(beside) if beside.exists() else shutil.which("hadolint")
