@@ -28,6 +28,8 @@ async def slow(seconds: float) -> str:
 """
 
 TESTS = """
+from quart import current_app  # a proxy that raises on any attribute outside an app context
+
 from my_functions import add_numbers
 
 

@@ -100,12 +100,15 @@ def pytest_pycollect_makeitem(
     coroutines into its own test items, sees the mark.
     """
     outcome = yield
-    if pytest_asyncio is None or not inspect.iscoroutinefunction(obj):
+    if pytest_asyncio is None:
         return
     result = outcome.get_result()
+    # Only the test items pytest made: ``obj`` may be any module attribute, such as a proxy
+    # (``quart.current_app``) that raises on every attribute access.
     for item in result if isinstance(result, list) else [result]:
         if (
             isinstance(item, pytest.Function)
+            and inspect.iscoroutinefunction(item.function)
             and ASYNC_FIXTURES.intersection(item.fixturenames)
             and item.get_closest_marker("asyncio") is None
         ):
