@@ -24,6 +24,7 @@ from .answers import (
 )
 from .body import BodyTooLargeError, chunks_reader
 from .errors import CallRejectedError
+from .guards import check_guard_settings
 from .idempotency import IdempotencyStore
 from .pipeline import CallMeta
 from .registry import FunctionRegistry, default_registry
@@ -78,6 +79,7 @@ def functions_blueprint(
     """
     functions = default_registry if registry is None else registry
     config = load_settings() if settings is None else settings
+    check_guard_settings(config, functions)  # bad auth or limit settings fail here, not later
     blueprint = Blueprint(name, __name__)
 
     def runtime() -> FunctionRuntime:

@@ -16,17 +16,12 @@ class FunctionsApp(Quart):
     """A Quart app that knows its `Settings`.
 
     ``run()`` binds ``CRBR_FUNCTIONS_HOST``:``CRBR_FUNCTIONS_PORT`` unless given a host or port,
-    and starts no reloader unless asked (``use_reloader=True``). At the start of serving, each
-    unknown ``CRBR_*`` variable is named in one WARNING.
+    and starts no reloader unless asked (``use_reloader=True``).
     """
 
     def __init__(self, import_name: str, settings: Settings, **kwargs: Any) -> None:
         super().__init__(import_name, **kwargs)
         self.functions_settings = settings
-        self.before_serving(self._warn_unknown_variables)
-
-    async def _warn_unknown_variables(self) -> None:
-        self.functions_settings.warn_unknown_variables()
 
     def run(
         self,

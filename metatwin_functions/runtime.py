@@ -98,6 +98,8 @@ class FunctionRuntime:
 
     async def start(self) -> None:
         """Start the runtime; never waits on the broker, nor on loading the broker client."""
+        # Here rather than in the app, so a host app that mounts the blueprint hears it too.
+        self.settings.warn_unknown_variables()
         self._watchdog.start()
         if self._events_wanted:
             self._events_starting = asyncio.create_task(
