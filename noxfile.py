@@ -43,7 +43,13 @@ _add_pyenv_interpreters()
 def tests(session: nox.Session) -> None:
     """Unit and integration tests (the broker tests need RabbitMQ on 127.0.0.1:5672)."""
     session.install("-e", ".[tests]")
-    session.run("pytest", *session.posargs)
+    # Line and branch coverage of the package, with the lines no test reaches.
+    coverage = [
+        "--cov=metatwin_functions",
+        "--cov-branch",
+        "--cov-report=term-missing:skip-covered",
+    ]
+    session.run("pytest", *coverage, *session.posargs)
 
 
 @nox.session

@@ -50,6 +50,10 @@ def create_app(
         ExecFastPath.install(app, blueprint.name)
     # The app's own pages (404, 405) answer in JSON too: this app is an API, not a website.
     app.register_error_handler(HTTPException, http_error_response)
+    if config.cors_origins:  # CORS for browser callers (extra 'cors', imported only when set)
+        from .cors import enable_cors
+
+        enable_cors(app, config.cors_origins)
     if docs:
         from .docs import enable_docs
 

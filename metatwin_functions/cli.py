@@ -1,4 +1,4 @@
-"""Command line: ``metatwin-functions serve|describe|call MODULE...`` and ``diff OLD NEW``."""
+"""Command line: ``metatwin-functions serve|describe|call|check MODULE...`` and ``diff OLD NEW``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -36,6 +37,9 @@ def _import_modules(targets: Sequence[str]) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from .app import FunctionServer
     from .settings import load_settings
+
+    if args.reload:
+        return _serve_with_reload(args)
 
     overrides: dict[str, object] = {}
     if args.host is not None:
@@ -193,7 +197,74 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_remote_arguments(call)
     call.set_defaults(handler=_call)
+    _add_check_and_reload(commands, serve)
     return parser
+
+
+# -- check, and serve --reload (the test kit's issue) ---------------------------------------
+
+
+def _add_check_and_reload(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    serve: argparse.ArgumentParser,
+) -> None:
+    serve.add_argument(
+        "--reload",
+        action="store_true",
+        help="development only: restart the server when a .py or .env file under the working "
+        "directory changes (needs the [reload] extra)",
+    )
+    check = commands.add_parser(
+        "check",
+        help="exit non-zero, one line per problem, if the platform cannot use the functions",
+    )
+    check.add_argument("modules", nargs="+")
+    check.set_defaults(handler=_check)
+
+
+def _check(_: argparse.Namespace) -> int:
+    from .checks import check_registry
+
+    problems = check_registry(default_registry)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        return 1
+    print(f"ok: {len(default_registry)} function(s) ready for the platform")
+    return 0
+
+
+def _serve_with_reload(args: argparse.Namespace) -> int:
+    try:
+        import watchfiles
+    except ImportError:
+        raise SystemExit(
+            "error: --reload needs watchfiles: pip install 'metatwin-functions[reload]'"
+        ) from None
+    command = [sys.executable, "-m", "metatwin_functions", "serve", *args.modules]
+    for option in ("host", "port", "server"):
+        value = getattr(args, option, None)
+        if value is not None:
+            command += [f"--{option}", str(value)]
+    print(
+        f"Serving with --reload (development only): restarting on changes under {os.getcwd()}",
+        file=sys.stderr,
+    )
+    # The server runs in a child process that watchfiles stops (SIGINT: a drain) and starts again.
+    watchfiles.run_process(
+        os.getcwd(),
+        target=shlex.join(command),
+        target_type="command",
+        watch_filter=watchfiles.PythonFilter(extra_extensions=(".env",)),
+        callback=_report_changes,
+    )
+    return 0
+
+
+def _report_changes(changes: set[tuple[Any, str]]) -> None:
+    paths = sorted({os.path.relpath(path) for _, path in changes})
+    print(f"Changed: {', '.join(paths)}; restarting", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,11 +12,14 @@ docs page is first requested, so start-up and memory do not pay for it either.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quart import Quart, Response, render_template_string
+from quart import Quart, Response, render_template_string, url_for
+from werkzeug.exceptions import NotFound
 
 from .http import json_response
 from .registry import FunctionRegistry
@@ -141,8 +144,26 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-_SWAGGER_JS = "https://cdnjs.cloudflare.com/ajax/libs/swagger-ui/5.4.2/swagger-ui-bundle.js"
-_SWAGGER_CSS = "https://cdnjs.cloudflare.com/ajax/libs/swagger-ui/5.4.2/swagger-ui.min.css"
+# Swagger UI's files come from the swagger-ui-bundle-v2 package (a dependency), so /docs works
+# without internet access; the CDN is only the fallback of an environment without that package.
+_SWAGGER_JS = "https://cdnjs.cloudflare.com/ajax/libs/swagger-ui/5.31.0/swagger-ui-bundle.js"
+_SWAGGER_CSS = "https://cdnjs.cloudflare.com/ajax/libs/swagger-ui/5.31.0/swagger-ui.min.css"
+_ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "swagger-ui.css": "text/css; charset=utf-8",
+    "favicon-32x32.png": "image/png",
+}
+
+
+@functools.cache
+def swagger_ui_directory() -> Path | None:
+    """Where the packaged Swagger UI files are, or None without the swagger-ui-bundle package."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        return None
+    directory = Path(str(swagger_ui_path))
+    return directory if all((directory / name).is_file() for name in _ASSETS) else None
 
 
 async def _refused(app: Quart) -> Response | None:
@@ -178,12 +199,29 @@ class _Docs:
     async def swagger_ui(self) -> str:
         from quart_schema.extension import SWAGGER_TEMPLATE
 
+        if swagger_ui_directory() is not None:
+            js = url_for("swagger_ui_asset", asset="swagger-ui-bundle.js")
+            css = url_for("swagger_ui_asset", asset="swagger-ui.css")
+        else:
+            js, css = _SWAGGER_JS, _SWAGGER_CSS
         return await render_template_string(
             SWAGGER_TEMPLATE,
             title=self.title,
-            swagger_js_url=self.app.config.get("QUART_SCHEMA_SWAGGER_JS_URL", _SWAGGER_JS),
-            swagger_css_url=self.app.config.get("QUART_SCHEMA_SWAGGER_CSS_URL", _SWAGGER_CSS),
+            swagger_js_url=self.app.config.get("QUART_SCHEMA_SWAGGER_JS_URL", js),
+            swagger_css_url=self.app.config.get("QUART_SCHEMA_SWAGGER_CSS_URL", css),
         )
+
+    async def asset(self, asset: str) -> Response:
+        directory = swagger_ui_directory()
+        content_type = _ASSETS.get(asset)
+        if directory is None or content_type is None:
+            raise NotFound()
+        # Read per request (a page load, rarely): nothing held in memory by a server in production.
+        body = await asyncio.to_thread((directory / asset).read_bytes)
+        response = Response(body, content_type=content_type)
+        response.cache_control.public = True
+        response.cache_control.max_age = 86400
+        return response
 
 
 def enable_docs(
@@ -193,7 +231,7 @@ def enable_docs(
     version: str = "1",
     protect: bool = False,
 ) -> None:
-    """Serve ``/openapi.json`` and ``/docs`` (Swagger UI) for ``app``.
+    """Serve ``/openapi.json`` and ``/docs`` (Swagger UI, its files from the package) for ``app``.
 
     The document covers every route of the app, and each function's arguments on ``/exec``.
     With ``protect`` (``CRBR_AUTH_PROTECT_DOCS``) both need the credentials ``/exec`` needs.
@@ -208,8 +246,14 @@ def enable_docs(
         refused = await _refused(app) if protect else None
         return refused if refused is not None else await docs.swagger_ui()
 
+    async def swagger_ui_asset(asset: str) -> Response:
+        # Swagger UI's own code: public, like the files of any web page.
+        return await docs.asset(asset)
+
     # The docs pages are not part of the documented API.
+    swagger_ui_asset._quart_schema_hidden = True  # type: ignore[attr-defined]
     openapi._quart_schema_hidden = True  # type: ignore[attr-defined]
     swagger_ui._quart_schema_hidden = True  # type: ignore[attr-defined]
     app.add_url_rule("/openapi.json", "openapi", openapi)
     app.add_url_rule("/docs", "swagger_ui", swagger_ui)
+    app.add_url_rule("/docs/<asset>", "swagger_ui_asset", swagger_ui_asset)

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .answers import Answer, internal_error_body
 from .body import ClientGoneError, NextChunk
+from .cors import CORS_KEY, CorsPolicy
 from .pipeline import CallMeta
 from .runtime import FunctionRuntime, runtimes_of
 
@@ -41,6 +43,7 @@ _WANTED = {
     b"x-api-key": "api_key",
     b"traceparent": "traceparent",
     b"tracestate": "tracestate",
+    b"origin": "origin",
 }
 
 
@@ -109,6 +112,7 @@ class ExecFastPath:
             key = _WANTED.get(name)  # ASGI servers give header names in lower case
             if key is not None:
                 found[key] = value.decode("latin-1")
+        origin = found.pop("origin", None)
         declared: int | None = None
         length = found.pop("content_length", None)
         if length is not None and length.isdigit():
@@ -122,7 +126,9 @@ class ExecFastPath:
             logger.exception("Unexpected error while serving POST /exec")
             answer = Answer(500, internal_error_body())
         if answer is not None:
-            await _respond(send, answer)
+            # CORS (CRBR_CORS_ORIGINS): the headers quart-cors puts on Quart's answers.
+            policy: CorsPolicy | None = self.app.extensions.get(CORS_KEY)
+            await _respond(send, answer, policy.headers(origin) if policy is not None else ())
 
 
 _PLAIN = CallMeta()
@@ -138,11 +144,14 @@ def _body_of(receive: ASGIReceiveCallable) -> NextChunk:
     return next_chunk
 
 
-async def _respond(send: ASGISendCallable, answer: Answer) -> None:
+async def _respond(
+    send: ASGISendCallable, answer: Answer, extra: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
     body = answer.body
     headers = [_JSON, (b"content-length", str(len(body)).encode())]
     for name, value in answer.headers.items():
         headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+    headers.extend(extra)
     try:
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -28,7 +28,7 @@ from .guards import check_guard_settings
 from .idempotency import IdempotencyStore
 from .pipeline import CallMeta
 from .registry import FunctionRegistry, default_registry
-from .runtime import FunctionRuntime, runtimes_of
+from .runtime import BROKER_KEY, FunctionRuntime, runtimes_of
 from .settings import Settings, load_settings
 
 __all__ = ["functions_blueprint", "http_error_response"]
@@ -36,6 +36,8 @@ __all__ = ["functions_blueprint", "http_error_response"]
 JSON = "application/json"
 FAST_EXEC_KEY = "metatwin_functions.fast_exec"
 logger = logging.getLogger("metatwin_functions.http")
+#: Longest request path written in a log line: a client must not fill the logs with one.
+_LOGGED_PATH = 200
 
 
 def answer_response(answer: Answer) -> Response:
@@ -93,7 +95,12 @@ def functions_blueprint(
 
     @blueprint.before_app_serving
     async def start_runtime() -> None:
-        started = FunctionRuntime(functions, config, idempotency_store=idempotency_store)
+        started = FunctionRuntime(
+            functions,
+            config,
+            idempotency_store=idempotency_store,
+            broker=current_app.extensions.get(BROKER_KEY),
+        )
         runtimes_of(current_app)[name] = started
         await started.start()
         fast = name in current_app.extensions.get(FAST_EXEC_KEY, ())
@@ -182,8 +189,21 @@ async def authenticate_request(serving: FunctionRuntime) -> Response | None:
 
 
 async def http_error_response(error: HTTPException) -> Response:
-    """Error handler answering an HTTP error (404, 405, ...) in JSON, with its headers."""
-    response = json_response(http_error_body(error.description or error.name), error.code or 500)
+    """Error handler answering an HTTP error (404, 405, ...) in JSON, with its headers.
+
+    Each one logs one INFO line (method, path, status; never the body or the query string), as
+    the pipeline does for the calls it refuses, so a client knocking on the wrong door shows up.
+    """
+    status = error.code or 500
+    path = request.path
+    logger.info(
+        "Refused a request: HTTP %d %s %s",
+        status,
+        request.method,
+        path if len(path) <= _LOGGED_PATH else f"{path[:_LOGGED_PATH]}...",
+        extra={"status": "rejected", "error_kind": "http_error", "http_status": status},
+    )
+    response = json_response(http_error_body(error.description or error.name), status)
     if isinstance(error, MethodNotAllowed) and error.valid_methods:
         response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
     return response

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from .amqp import ExecConsumer
     from .events import EventsService
+    from .events.transport import BrokerConnector
     from .idempotency import IdempotencyStore
     from .metrics import PrometheusMetrics
     from .scheduler import Clock, Scheduler
@@ -32,6 +33,8 @@ __all__ = ["FunctionRuntime", "RuntimeState", "runtimes_of"]
 
 RuntimeState = Literal["starting", "ready", "draining", "stopped"]
 EXTENSION_KEY = "metatwin_functions"
+#: ``app.extensions`` key of a broker the serving hooks hand the runtime (the test kit's).
+BROKER_KEY = "metatwin_functions.broker"
 
 logger = logging.getLogger("metatwin_functions.runtime")
 
@@ -49,9 +52,15 @@ class FunctionRuntime:
         *,
         idempotency_store: IdempotencyStore | None = None,
         schedule_clock: Clock | None = None,
+        broker: BrokerConnector | None = None,
     ) -> None:
         self.registry = registry
         self.settings = settings
+        # A broker passed in (the test kit's InMemoryBroker) needs no broker settings.
+        self._broker = broker
+        self._events_wanted = settings.events_configured or (
+            broker is not None and settings.enable_events
+        )
         self.invoker = Invoker(registry, settings)
         self.guards = CallGuards(
             registry,
@@ -65,7 +74,7 @@ class FunctionRuntime:
         )
         self.events: EventsService | None = None
         self._publishing: set[asyncio.Task[bool]] = set()
-        if settings.publish_http_executions and settings.events_configured:
+        if settings.publish_http_executions and self._events_wanted:
             self.pipeline.on_http_call = self._publish_http_call
         self.state: RuntimeState = "starting"
         self._events_starting: asyncio.Task[None] | None = None
@@ -104,7 +113,7 @@ class FunctionRuntime:
         # Here rather than in the app, so a host app that mounts the blueprint hears it too.
         self.settings.warn_unknown_variables()
         self._watchdog.start()
-        if self.settings.events_configured:
+        if self._events_wanted:
             self._events_starting = asyncio.create_task(
                 self._start_events(), name="metatwin-functions-events-start"
             )
@@ -176,6 +185,7 @@ class FunctionRuntime:
                 self.registry,
                 observer=self.guards.metrics,
                 header_injector=None if tracer is None else tracer.inject,
+                broker=self._broker,
             )
             await self.events.start()
         except Exception:
@@ -283,8 +293,8 @@ class FunctionRuntime:
 
     @property
     def rabbitmq_enabled(self) -> bool:
-        """Whether events are on and fully configured."""
-        return self.settings.events_configured
+        """Whether events are on and fully configured (or a broker was passed in)."""
+        return self._events_wanted
 
     @property
     def rabbitmq_connected(self) -> bool:

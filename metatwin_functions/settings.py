@@ -109,6 +109,9 @@ class Settings(BaseModel):
     amqp_exec_prefetch: int = Field(default=16, ge=1, le=65535)
     amqp_exec_max_deliveries: int = Field(default=5, ge=1)
 
+    #: Origins allowed to call from a browser (comma-separated, or ``*``); unset: no CORS.
+    cors_origins: str | None = None
+
     @model_validator(mode="before")
     @classmethod
     def _normalise(cls, data: object) -> object:

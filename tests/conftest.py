@@ -9,6 +9,9 @@ import pytest
 
 from metatwin_functions import Settings
 
+# The test kit's fixtures (function_client...), as an installed package offers them.
+pytest_plugins = ("metatwin_functions.testing.pytest_plugin",)
+
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +15,7 @@ from quart.typing import TestClientProtocol as Client
 
 from metatwin_functions import FunctionRegistry, Settings, create_app, functions_blueprint
 from metatwin_functions.runtime import runtimes_of
+from metatwin_functions.testing import FunctionTestClient
 
 
 @pytest.fixture
@@ -56,35 +58,46 @@ async def post_exec(client: Client, body: Any, path: str = "/exec") -> tuple[int
     return response.status_code, await response.get_json()
 
 
-async def test_exec_returns_the_contract_envelope(client: Client) -> None:
-    status, body = await post_exec(
-        client,
-        {"executionId": "unique-id-123", "functionName": "add_numbers", "args": {"a": 5, "b": 3}},
-    )
-    assert status == 200
-    assert body["success"] is True
-    assert body["result"] == 8
-    assert body["error"] is None
-    assert body["metadata"]["executionId"] == "unique-id-123"
+@pytest.fixture
+def functions_registry(registry: FunctionRegistry) -> FunctionRegistry:
+    return registry
 
 
-async def test_exec_echoes_an_empty_execution_id(client: Client) -> None:
-    status, body = await post_exec(
-        client, {"executionId": "", "functionName": "shout", "args": {"text": "hi"}}
-    )
-    assert (status, body["result"], body["metadata"]["executionId"]) == (200, "HI", "")
+@pytest.fixture
+def functions_settings() -> dict[str, Any]:
+    return {
+        "deployment_id": "test-deployment",
+        "functions_timeout": 2,
+        "functions_max_timeout": 5,
+        "enable_events": False,
+    }
 
 
-async def test_exec_reports_function_errors_with_http_200(client: Client) -> None:
-    status, body = await post_exec(client, {"executionId": "e1", "functionName": "nope"})
-    assert status == 200
-    assert body == {
+async def test_exec_returns_the_contract_envelope(function_client: FunctionTestClient) -> None:
+    response = await function_client.call("add_numbers", a=5, b=3, execution_id="unique-id-123")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/json"
+    assert (response.success, response.result, response.error) == (True, 8, None)
+    assert response.execution_id == "unique-id-123"
+
+
+async def test_exec_echoes_an_empty_execution_id(function_client: FunctionTestClient) -> None:
+    response = await function_client.call("shout", text="hi", execution_id="")
+    assert (response.status_code, response.result, response.execution_id) == (200, "HI", "")
+
+
+async def test_exec_reports_function_errors_with_http_200(
+    function_client: FunctionTestClient,
+) -> None:
+    response = await function_client.exec({"executionId": "e1", "functionName": "nope"})
+    assert response.status_code == 200
+    assert response.body == {
         "success": False,
         "result": None,
         "error": "Function 'nope' not found",
         "metadata": {
             "executionId": "e1",
-            "durationMs": body["metadata"]["durationMs"],
+            "durationMs": response.duration_ms,
             "errorKind": "not_found",
         },
     }
@@ -114,17 +127,12 @@ async def test_invalid_envelope_is_422_json_saying_what_is_wrong(
 
 
 async def test_body_over_the_limit_is_413_json(registry: FunctionRegistry) -> None:
-    small = Settings(enable_events=False, functions_max_body_size=2048, _env_file=None)  # type: ignore[call-arg]
-    app = create_app(registry, small, configure_logs=False)
-    async with app.test_app():
-        body = {"executionId": "big", "functionName": "shout", "args": {"text": "x" * 4096}}
-        status, answer = await post_exec(app.test_client(), body)
-        assert status == 413
-        assert "larger than the limit of 2048 bytes" in answer["error"]
-        status, _ = await post_exec(
-            app.test_client(), {"executionId": "s", "functionName": "shout", "args": {"text": "x"}}
-        )
-        assert status == 200
+    async with FunctionTestClient(registry, functions_max_body_size=2048) as client:
+        too_large = await client.call("shout", text="x" * 4096)
+        small = await client.call("shout", text="x")
+    assert (too_large.status_code, too_large.error_kind) == (413, "too_large")
+    assert "larger than the limit of 2048 bytes" in (too_large.error or "")
+    assert (small.status_code, small.result) == (200, "X")
 
 
 async def test_mounted_blueprint_enforces_its_own_body_limit(registry: FunctionRegistry) -> None:
@@ -173,10 +181,28 @@ async def test_unknown_routes_and_methods_answer_json(client: Client) -> None:
     assert (await wrong_method.get_json())["success"] is False
 
 
-async def test_ready_lists_the_functions(client: Client) -> None:
-    response = await client.get("/ready")
+async def test_404_and_405_log_one_info_line_each_without_query_or_body(
+    function_client: FunctionTestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "metatwin_functions")
+    await function_client.http.get("/nowhere?token=secret")
+    await function_client.http.get("/exec")
+    await function_client.http.delete("/" + "x" * 1000, data=b"secret body")
+    refused = [r for r in caplog.records if r.getMessage().startswith("Refused a request")]
+    assert [r.getMessage() for r in refused[:2]] == [
+        "Refused a request: HTTP 404 GET /nowhere",
+        "Refused a request: HTTP 405 GET /exec",
+    ]
+    assert refused[2].getMessage() == f"Refused a request: HTTP 404 DELETE /{'x' * 199}..."
+    assert all(r.levelno == logging.INFO for r in refused)
+    assert [getattr(r, "http_status", None) for r in refused] == [404, 405, 404]
+    assert "secret" not in caplog.text
+
+
+async def test_ready_lists_the_functions(function_client: FunctionTestClient) -> None:
+    response = await function_client.ready()
     assert response.status_code == 200
-    assert await response.get_json() == {
+    assert response.body == {
         "status": "ready",
         "deployment_id": "test-deployment",
         "function_count": 3,
