@@ -13,6 +13,8 @@ from .context import ExecutionContext, Principal, current_execution
 from .envelope import ExecRequest
 from .errors import (
     CallRejectedError,
+    ClientError,
+    ClientTimeoutError,
     ConcurrencyLimitedError,
     ConfigurationError,
     EnvelopeError,
@@ -55,6 +57,8 @@ __all__ = [
     "Acquired",
     "CallOutcome",
     "CallRejectedError",
+    "ClientError",
+    "ClientTimeoutError",
     "ConcurrencyLimitedError",
     "ConfigurationError",
     "Conflict",

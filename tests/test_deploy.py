@@ -1,6 +1,6 @@
 """The deployment files and snippets: valid for the cluster, consistent with the settings.
 
-Every YAML document with an ``apiVersion`` in the README, the ``.readme`` sections and ``deploy/``
+Every YAML document with an ``apiVersion`` in the README, the guides in ``docs/`` and ``deploy/``
 is checked against the vendored schemas of ``tests/schemas/kubernetes.yaml`` (closed objects: a
 field Knative or Kubernetes would reject fails here). The Dockerfile is linted by hadolint (the
 ``tests`` extra installs it), checked for what the README promises, and built where a container
@@ -35,7 +35,7 @@ SDK_DEFAULT_MAX_TIMEOUT = 300.0
 
 def _blocks(language: str) -> list[tuple[str, str]]:
     found = []
-    for path in [ROOT / "README.md", *sorted((ROOT / ".readme").glob("*.md"))]:
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         for block in re.findall(rf"```{language}\n(.*?)```", path.read_text(), re.S):
             found.append((path.name, block))
     return found

@@ -10,6 +10,8 @@ EXPORTED = {
     "Acquired",
     "CallOutcome",
     "CallRejectedError",
+    "ClientError",
+    "ClientTimeoutError",
     "ConcurrencyLimitedError",
     "ConfigurationError",
     "Conflict",

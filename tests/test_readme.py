@@ -45,7 +45,7 @@ def test_the_quick_start_module_registers_its_functions(tmp_path: Path) -> None:
     assert "word_count" in done.stdout
 
 
-TESTING_GUIDE = Path(__file__).resolve().parent.parent / ".readme" / "testing.md"
+TESTING_GUIDE = Path(__file__).resolve().parent.parent / "docs" / "testing.md"
 
 
 def test_the_testing_guide_runs_as_written(tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ def test_the_testing_guide_runs_as_written(tmp_path: Path) -> None:
     assert "6 passed" in done.stdout
 
 
-MIGRATING = Path(__file__).resolve().parent.parent / ".readme" / "migrating.md"
+MIGRATING = Path(__file__).resolve().parent.parent / "docs" / "migrating.md"
 
 
 def test_the_migration_guides_stricter_validation_holds(tmp_path: Path) -> None:
