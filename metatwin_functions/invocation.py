@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import inspect
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
 from .context import ExecutionContext, Principal, _current
 from .envelope import ExecRequest, failure_body, serialize_result, success_body
 from .errors import (
+    ExecutionCancelledError,
     ExecutionFailedError,
     ExecutionTimeoutError,
     FunctionNotFoundError,
@@ -27,9 +28,13 @@ from .errors import (
     ResultSerializationError,
     ResultTooLargeError,
 )
+from .generators import ItemWriter, ThreadedGenerator, drive_async_generator
 from .registry import FunctionRegistry, FunctionSpec
 from .settings import Settings
 from .threads import DaemonThreadPool
+
+if TYPE_CHECKING:
+    from .streaming import StreamSink
 
 __all__ = ["CallOutcome", "Invoker", "describe_validation_error", "take_cold_start"]
 
@@ -72,7 +77,9 @@ class Invoker:
     ``async def`` functions are awaited and cancelled at their deadline. Plain ``def`` functions
     run on a bounded thread pool (``CRBR_FUNCTIONS_SYNC_WORKERS``) with the caller's context, so
     `current_execution` and log fields work inside them; a thread cannot be cancelled, so at the
-    deadline the call reports a timeout and the thread is left to finish.
+    deadline the call reports a timeout and the thread is left to finish. Generators are
+    collected into a list, or, given a `StreamSink`, streamed into it item by item (the deadline
+    covers the whole stream).
     """
 
     def __init__(self, registry: FunctionRegistry, settings: Settings) -> None:
@@ -97,14 +104,27 @@ class Invoker:
         return [*self._retired, *([self._executor] if self._executor is not None else [])]
 
     async def invoke(
-        self, request: ExecRequest, caller: Principal | None = None, *, cold_start: bool = False
+        self,
+        request: ExecRequest,
+        caller: Principal | None = None,
+        *,
+        cold_start: bool = False,
+        sink: StreamSink | None = None,
     ) -> CallOutcome:
-        """Serve one call; never raises for anything the function or its arguments do."""
+        """Serve one call; never raises for anything the function or its arguments do.
+
+        With a ``sink`` (a stream), a generator's items and the function's progress go to it,
+        and a cancellation the sink's transport asked for ends the call as ``cancelled``.
+        """
         started = time.perf_counter()
-        token = _current.set(ExecutionContext(request.execution_id, request.function_name, caller))
+        token = _current.set(
+            ExecutionContext(request.execution_id, request.function_name, caller, sink)
+        )
+        if sink is not None:
+            sink.start(request.execution_id)
         try:
             try:
-                result_json = await self._run(request)
+                result_json = await self._run(request, sink)
             except InvocationError as error:
                 return self._failed(request, error, started, cold_start)
             duration = time.perf_counter() - started
@@ -137,7 +157,7 @@ class Invoker:
             self._retired.append(self._executor)
             self._executor = None
 
-    async def _run(self, request: ExecRequest) -> bytes:
+    async def _run(self, request: ExecRequest, sink: StreamSink | None) -> bytes:
         spec = self.registry.get(request.function_name)
         if spec is None:
             raise FunctionNotFoundError(request.function_name)
@@ -148,9 +168,11 @@ class Invoker:
         deadline = asyncio.timeout_at(ends)
         task = asyncio.current_task()
         thread_call: asyncio.Future[Any] | None = None
+        pump: ThreadedGenerator | None = None
         try:
             async with deadline:
-                if spec.is_async:
+                kind = spec.kind
+                if kind == "async":
                     if task is not None:
                         self.async_calls[task] = spec.name
                     try:
@@ -158,9 +180,30 @@ class Invoker:
                     finally:
                         if task is not None:
                             self.async_calls.pop(task, None)
-                else:
-                    thread_call = self._run_in_thread(spec, kwargs)
+                elif kind == "sync":
+                    thread_call = self._run_in_thread(spec.func, **kwargs)
                     result = await thread_call
+                elif kind == "async_generator":
+                    if task is not None:
+                        self.async_calls[task] = spec.name
+                    try:
+                        result = await drive_async_generator(
+                            spec.func, kwargs, sink, self._item_writer(spec)
+                        )
+                    finally:
+                        if task is not None:
+                            self.async_calls.pop(task, None)
+                else:  # a plain generator, on the thread pool
+                    pump = ThreadedGenerator(loop)
+                    if sink is None:
+                        thread_call = self._run_in_thread(pump.collect, spec.func, kwargs)
+                        result = await thread_call
+                    else:
+                        thread_call = self._run_in_thread(
+                            pump.produce, spec.func, kwargs, self._item_writer(spec)
+                        )
+                        await pump.deliver(sink, thread_call)
+                        result = None
                 if inspect.isawaitable(result):
                     # A def that returns a coroutine (e.g. under a decorator unaware of async).
                     result = await result
@@ -173,8 +216,15 @@ class Invoker:
         except asyncio.CancelledError as exc:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
+                if thread_call is not None:
+                    self._abandon(thread_call)
+                if sink is not None and sink.cancelled:
+                    current.uncancel()  # the caller cancelled: answered, counted and logged
+                    raise ExecutionCancelledError(spec.name) from None
                 raise  # the server (or the client) is cancelling this request
             raise ExecutionFailedError(spec.name, exc) from exc  # the function cancelled itself
+        except InvocationError:
+            raise  # a generator's item that JSON cannot hold, or that is too large
         except BaseException as exc:
             if deadline.expired():
                 # The function turned its cancellation at the deadline into another error.
@@ -182,8 +232,14 @@ class Invoker:
             # Whatever the function raises, SystemExit and KeyboardInterrupt included, is its
             # failure: it must not take the server down.
             raise ExecutionFailedError(spec.name, exc) from exc
+        finally:
+            if pump is not None:
+                pump.stop()
         current = asyncio.current_task()
         if current is not None and current.cancelling():
+            if sink is not None and sink.cancelled:
+                current.uncancel()
+                raise ExecutionCancelledError(spec.name)
             raise asyncio.CancelledError  # the function swallowed the server's cancellation
         if deadline.expired() or loop.time() > ends:
             # It swallowed its cancellation and returned late, or it blocked the event loop past
@@ -205,7 +261,12 @@ class Invoker:
             pool, inner = pool_call
             pool.abandon(inner)
 
-    def _run_in_thread(self, spec: FunctionSpec, kwargs: dict[str, Any]) -> asyncio.Future[Any]:
+    def _item_writer(self, spec: FunctionSpec) -> ItemWriter:
+        return ItemWriter(spec.name, self.settings.functions_max_result_size)
+
+    def _run_in_thread(
+        self, func: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> asyncio.Future[Any]:
         if self._executor is None:
             self._executor = DaemonThreadPool(
                 self.settings.functions_sync_workers,
@@ -213,8 +274,7 @@ class Invoker:
                 max_abandoned=self.settings.functions_max_abandoned_threads,
             )
         context = contextvars.copy_context()
-        call = functools.partial(context.run, spec.func, **kwargs)
-        inner = self._executor.submit(call)
+        inner = self._executor.submit(context.run, func, *args, **kwargs)
         outer = asyncio.wrap_future(inner)
         outer._metatwin_pool_call = (self._executor, inner)  # type: ignore[attr-defined]
         return outer

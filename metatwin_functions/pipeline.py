@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .answers import (
     Answer,
@@ -30,6 +30,9 @@ from .envelope import ExecRequest, failure_body, parse_exec_request
 from .errors import CallRejectedError, EnvelopeError, ErrorKind, UnavailableError
 from .guards import CallGuards
 from .invocation import CallOutcome, Invoker, take_cold_start
+
+if TYPE_CHECKING:
+    from .streaming import StreamSink
 
 __all__ = ["CallMeta", "CallPipeline", "Trigger"]
 
@@ -53,6 +56,9 @@ class CallMeta:
     #: Keep the call running if the transport's task is cancelled (a client that went away
     #: from a plain ``/exec``), so a retry of its executionId can still join it.
     detach_on_cancel: bool = False
+    #: Where a stream's partial output goes (items, progress); None for a call answered once.
+    #: A call with a sink is a stream: it is neither replayed nor joined (see `CallGuards`).
+    sink: StreamSink | None = None
 
 
 _HTTP = CallMeta()
@@ -222,11 +228,15 @@ class CallPipeline:
     ) -> CallOutcome:
         cold = take_cold_start()
         with self.guards.observe_call(request, meta) as observed:
-            outcome = await self.invoker.invoke(request, caller, cold_start=cold)
+            outcome = await self.invoker.invoke(request, caller, cold_start=cold, sink=meta.sink)
             observed.finish(outcome)
         return outcome
 
     # -- refusals --------------------------------------------------------------------------
+
+    def refuse(self, answer: Answer) -> Answer:
+        """Count and log a refusal a transport found itself (a malformed WebSocket frame)."""
+        return self._refused(answer)
 
     def _refused(self, answer: Answer) -> Answer:
         if answer.rejected is not None:

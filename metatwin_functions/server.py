@@ -26,6 +26,8 @@ logger = logging.getLogger("metatwin_functions.server")
 
 # Once calls in flight are done, connections only need to say goodbye.
 _CONNECTION_CLOSE_GRACE = 5.0
+_WEBSOCKET_PING_INTERVAL = 20.0
+_WEBSOCKET_FRAME_SLACK = 1024 * 1024
 
 
 def hypercorn_config(settings: Settings) -> Config:
@@ -43,6 +45,10 @@ def hypercorn_config(settings: Settings) -> Config:
     config.accesslog = None
     config.loglevel = settings.uvicorn_log_level
     config.graceful_timeout = _CONNECTION_CLOSE_GRACE
+    # WebSockets (/ws): pings keep idle sockets alive through proxies and find dead peers; a
+    # frame a little over the body limit still reaches us, to be answered with an error object.
+    config.websocket_ping_interval = _WEBSOCKET_PING_INTERVAL
+    config.websocket_max_message_size = settings.functions_max_body_size + _WEBSOCKET_FRAME_SLACK
     return config
 
 
