@@ -45,8 +45,10 @@ def hypercorn_config(settings: Settings) -> Config:
     config.accesslog = None
     config.loglevel = settings.uvicorn_log_level
     config.graceful_timeout = _CONNECTION_CLOSE_GRACE
-    # WebSockets (/ws): pings keep idle sockets alive through proxies and find dead peers; a
-    # frame a little over the body limit still reaches us, to be answered with an error object.
+    # WebSockets (/ws): protocol pings keep idle sockets alive through proxies and find dead
+    # peers (Hypercorn ends a closed socket's ping task at its next tick, so a closed socket's
+    # connection lingers up to one interval); a frame a little over the body limit still reaches
+    # us, to be answered with an error object rather than a close.
     config.websocket_ping_interval = _WEBSOCKET_PING_INTERVAL
     config.websocket_max_message_size = settings.functions_max_body_size + _WEBSOCKET_FRAME_SLACK
     return config

@@ -36,6 +36,7 @@ from .errors import MetaTwinFunctionsError
 __all__ = ["StreamRefusedError", "WebSocketClient", "stream_call"]
 
 _READ = 65536
+_CLOSE_WAIT = 2.0
 
 
 class StreamRefusedError(MetaTwinFunctionsError):
@@ -147,6 +148,9 @@ class WebSocketClient:
         self._text: list[str] = []
         self._bytes: list[bytes] = []
         self.close_code: int | None = None
+        #: Protocol pings from the server answered so far (keep-alive).
+        self.pings_answered = 0
+        self._closing = False
 
     @classmethod
     async def connect(
@@ -211,15 +215,19 @@ class WebSocketClient:
     async def receive_raw(self) -> str | bytes | None:
         """The next frame as sent, or None once the server closed the socket."""
         while not self._messages:
-            if self.close_code is not None:
+            if self.close_code is not None or not await self.wait_for_data():
                 return None
-            data = await self._reader.read(_READ)
-            if not data:
-                self.close_code = self.close_code or 1006
-                return None
-            self._ws.receive_data(data)
-            self._absorb()
         return self._messages.popleft()
+
+    async def wait_for_data(self) -> bool:
+        """Read from the socket once (answering pings); False once it is closed."""
+        data = await self._reader.read(_READ)
+        if not data:
+            self.close_code = self.close_code or 1006
+            return False
+        self._ws.receive_data(data)
+        self._absorb()
+        return True
 
     async def receive(self) -> dict[str, Any] | None:
         """The next object the server sent, or None once it closed the socket."""
@@ -266,17 +274,24 @@ class WebSocketClient:
                     self._bytes.clear()
             elif isinstance(event, Ping):
                 self._writer.write(self._ws.send(event.response()))
+                self.pings_answered += 1
             elif isinstance(event, CloseConnection):
+                if not self._closing:  # the server closes: answer its close frame
+                    self._writer.write(self._ws.send(event.response()))
                 self.close_code = event.code
-                self._writer.write(self._ws.send(event.response()))
 
     async def close(self, code: int = 1000) -> None:
         """Close the socket (the server cancels the calls still running on it)."""
         try:
             if self.close_code is None:
+                self._closing = True
                 self._writer.write(self._ws.send(CloseConnection(code=code)))
                 await self._writer.drain()
-        except Exception:  # already gone: nothing to close
+                # The closing handshake: wait (briefly) for the server's close frame.
+                async with asyncio.timeout(_CLOSE_WAIT):
+                    while await self.receive_raw() is not None:
+                        pass
+        except Exception:  # already gone, or not answering: nothing more to do
             pass
         finally:
             self.close_code = self.close_code or code
