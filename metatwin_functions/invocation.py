@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import inspect
 import logging
 import time
@@ -274,7 +275,8 @@ class Invoker:
                 max_abandoned=self.settings.functions_max_abandoned_threads,
             )
         context = contextvars.copy_context()
-        inner = self._executor.submit(context.run, func, *args, **kwargs)
+        call = functools.partial(context.run, func, *args, **kwargs)
+        inner = self._executor.submit(call)
         outer = asyncio.wrap_future(inner)
         outer._metatwin_pool_call = (self._executor, inner)  # type: ignore[attr-defined]
         return outer

@@ -181,7 +181,9 @@ class SocketSession:
             if running_id == execution_id:
                 found = True
                 sink.cancel()
-                task.cancel()
+                # On the next turn of the loop: a task cancelled before its first step would
+                # never run its handler, and its caller would never get the result.
+                asyncio.get_running_loop().call_soon(task.cancel)
         if found:
             return True
         return self._offer(

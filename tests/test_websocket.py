@@ -211,6 +211,17 @@ async def test_cancel_ends_the_call_as_cancelled_and_closes_its_generator(
     assert probe.closed == ["one"]  # its finally ran before the result was sent
 
 
+async def test_a_cancel_right_behind_its_call_still_gets_the_cancelled_result(
+    ws: WebSocketClient,
+) -> None:
+    await ws.send(call("count_to", "quick", n=10**6, pause=0.01))
+    await ws.send({"type": "cancel", "executionId": "quick"})
+    while (event := await receive(ws))["type"] != "result":
+        pass
+    assert event["executionId"] == "quick"
+    assert event["metadata"]["errorKind"] == "cancelled"
+
+
 async def test_cancel_closes_a_plain_generator_at_its_next_yield(
     ws: WebSocketClient, probe: Probe
 ) -> None:
