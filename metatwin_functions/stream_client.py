@@ -151,6 +151,8 @@ class WebSocketClient:
         #: Protocol pings from the server answered so far (keep-alive).
         self.pings_answered = 0
         self._closing = False
+        #: The URL it was opened with.
+        self.url = ""
 
     @classmethod
     async def connect(
@@ -165,6 +167,7 @@ class WebSocketClient:
         host, port, path = _address(url, ("ws",))
         reader, writer = await asyncio.open_connection(host, port)
         client = cls(reader, writer)
+        client.url = url
         extra = [
             (k.encode(), v.encode())
             for k, v in [*_credentials(api_key, token), *(headers or {}).items()]
@@ -201,6 +204,11 @@ class WebSocketClient:
         traceback: TracebackType | None,
     ) -> None:
         await self.close()
+
+    @property
+    def server_closed(self) -> bool:
+        """Whether the server has closed the connection (as far as was read or written)."""
+        return self.close_code is not None or self._writer.is_closing()
 
     async def send(self, message: Mapping[str, Any] | str | bytes) -> None:
         """Send a JSON object (as a text frame), or a raw text or binary frame."""

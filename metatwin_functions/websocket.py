@@ -52,6 +52,7 @@ logger = logging.getLogger("metatwin_functions.http")
 
 _PONG = b'{"type":"pong"}'
 _CANCEL_WAIT = 5.0
+_CLOSE_DRAIN = 10.0
 
 
 class SocketSession:
@@ -121,7 +122,7 @@ class SocketSession:
                 return self._cancel(data.get("executionId"))
             if kind == "ping":
                 return self._offer(_PONG)
-            if kind is not None and kind != "call":
+            if kind is not None and kind != "call" and "functionName" not in data:
                 return self._error(
                     _id_of(data),
                     f"Invalid request: unknown frame type {kind!r} "
@@ -259,6 +260,13 @@ async def serve_websocket(runtime: FunctionRuntime) -> Response | None:
     await session.run(websocket.receive, websocket.send)
     if session.overflowed:
         await websocket.close(POLICY_VIOLATION, "too many frames unread: read the answers")
+        # Hypercorn still hands us what the client sent before it saw the close; left unread,
+        # the connection would wait on us until the server stops. Read and drop (bounded): the
+        # client's close ends this handler sooner.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_CLOSE_DRAIN):
+                while True:
+                    await websocket.receive()
     return None
 
 

@@ -355,6 +355,23 @@ async def test_a_slow_reader_slows_its_own_call_not_the_server(
     assert event["success"] is True
 
 
+async def test_a_client_that_floods_frames_without_reading_is_disconnected(
+    ws: WebSocketClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ws_module, "SEND_BUFFER_FRAMES", 4)
+    async with await WebSocketClient.connect(ws.url) as flooder:
+        await flooder.send(call("big_items", "fill", n=2000))  # fills the queue; never read
+        for _ in range(10_000):
+            await flooder.send("not json")
+            if flooder.server_closed:
+                break
+        while await asyncio.wait_for(flooder.receive_raw(), 5) is not None:
+            pass
+        assert flooder.close_code == 1008
+    events = [event async for event in ws.call("add", {"a": 1, "b": 1}, execution_id="fine")]
+    assert events[-1]["result"] == 2  # other sockets are served as before
+
+
 async def test_ping_frames_get_pong(ws: WebSocketClient) -> None:
     await ws.send({"type": "ping"})
     assert await receive(ws) == {"type": "pong"}
