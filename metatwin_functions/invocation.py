@@ -32,6 +32,7 @@ from .errors import (
 from .generators import ItemWriter, ThreadedGenerator, drive_async_generator
 from .registry import FunctionRegistry, FunctionSpec
 from .settings import Settings
+from .streaming import ChannelClosedError
 from .threads import DaemonThreadPool
 
 if TYPE_CHECKING:
@@ -226,6 +227,8 @@ class Invoker:
             raise ExecutionFailedError(spec.name, exc) from exc  # the function cancelled itself
         except InvocationError:
             raise  # a generator's item that JSON cannot hold, or that is too large
+        except ChannelClosedError:
+            raise ExecutionCancelledError(spec.name) from None  # the reader went away
         except BaseException as exc:
             if deadline.expired():
                 # The function turned its cancellation at the deadline into another error.

@@ -149,7 +149,9 @@ class StreamSink:
         )
         if threading.get_ident() == self._thread:
             self.channel.offer(line)
-        else:
+            return
+        # RuntimeError: the loop is closed (a thread left running after the server stopped).
+        with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self.channel.offer, line)
 
     def cancel(self) -> None:
