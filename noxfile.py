@@ -1,4 +1,4 @@
-"""Sessions: ``nox -s tests`` (3.11 and 3.13), ``lint``, ``typecheck``, ``bench``."""
+"""Sessions: ``nox -s tests`` (Python 3.11, 3.12 and 3.13), ``lint``, ``typecheck``, ``bench``."""
 
 from __future__ import annotations
 
@@ -68,5 +68,5 @@ def bench(session: nox.Session) -> None:
         session.log("wrk is missing: installing Debian's package")
         session.run("apt-get", "update", "-qq", external=True)
         session.run("apt-get", "install", "-y", "-qq", "wrk", external=True)
-    session.install("-e", ".", "-r", "benchmarks/requirements.txt")
+    session.install("-e", ".[uvicorn]", "-r", "benchmarks/requirements.txt")
     session.run("python", "benchmarks/run.py", *session.posargs)

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from load import HOST, call
+from load import HOST, call, unique_id
 
 __all__ = [
     "ADD_BODY",
@@ -19,11 +19,11 @@ __all__ = [
 ]
 
 ADD_BODY = json.dumps(
-    {"executionId": "bench", "functionName": "add_numbers", "args": {"a": 5, "b": 3}}
+    {"executionId": "bench-add", "functionName": "add_numbers", "args": {"a": 5, "b": 3}}
 )
 WORD_BODY = json.dumps(
     {
-        "executionId": "bench",
+        "executionId": "bench-word",
         "functionName": "word_count",
         "args": {"text": "the quick brown fox jumps over the lazy dog"},
     }
@@ -61,14 +61,14 @@ def _success(result: Any, execution_id: str = "check") -> Callable[[Any], bool]:
     return ok
 
 
-def _failure(error_prefix: str) -> Callable[[Any], bool]:
+def _failure(error_prefix: str, execution_id: str) -> Callable[[Any], bool]:
     def ok(data: Any) -> bool:
         return (
             isinstance(data, dict)
             and data.get("success") is False
             and data.get("result") is None
             and str(data.get("error", "")).startswith(error_prefix)
-            and data.get("metadata", {}).get("executionId") == "check"
+            and data.get("metadata", {}).get("executionId") == execution_id
         )
 
     return ok
@@ -85,14 +85,14 @@ def _ready(data: Any) -> bool:
 # (what, method, path, body, predicate): every body the load sends is among them, verbatim.
 CHECKS: list[tuple[str, str, str, str | None, Callable[[Any], bool]]] = [
     ("GET /ready", "GET", "/ready", None, _ready),
-    ("add_numbers (load body)", "POST", "/exec", ADD_BODY, _success(8, "bench")),
-    ("word_count (load body)", "POST", "/exec", WORD_BODY, _success(9, "bench")),
+    ("add_numbers (load body)", "POST", "/exec", ADD_BODY, _success(8, "bench-add")),
+    ("word_count (load body)", "POST", "/exec", WORD_BODY, _success(9, "bench-word")),
     (
         "slow_operation 0.01 s",
         "POST",
         "/exec",
-        _body("slow_operation", {"seconds": 0.01}),
-        _success(lambda value: isinstance(value, str)),
+        _body("slow_operation", {"seconds": 0.01}, "check-slow"),
+        _success(lambda value: isinstance(value, str), "check-slow"),
     ),
     (
         "empty executionId echoed",
@@ -105,15 +105,15 @@ CHECKS: list[tuple[str, str, str, str | None, Callable[[Any], bool]]] = [
         "unknown function",
         "POST",
         "/exec",
-        _body("no_such_function", {}),
-        _failure("Function 'no_such_function' not found"),
+        _body("no_such_function", {}, "check-unknown"),
+        _failure("Function 'no_such_function' not found", "check-unknown"),
     ),
     (
         "bad argument type",
         "POST",
         "/exec",
-        _body("add_numbers", {"a": "five", "b": 3}),
-        _failure("Invalid arguments for function 'add_numbers'"),
+        _body("add_numbers", {"a": "five", "b": 3}, "check-bad"),
+        _failure("Invalid arguments for function 'add_numbers'", "check-bad"),
     ),
 ]
 
@@ -133,8 +133,8 @@ def warm_up(port: int, rounds: int = 50) -> None:
     """A few sequential calls on one keep-alive connection: imports and caches settle."""
     connection = http.client.HTTPConnection(HOST, port, timeout=10)
     try:
-        for _ in range(rounds):
-            call(port, "POST", "/exec", ADD_BODY, conn=connection)
-            call(port, "POST", "/exec", WORD_BODY, conn=connection)
+        for n in range(rounds):
+            call(port, "POST", "/exec", unique_id(ADD_BODY, f"warm-{n}"), conn=connection)
+            call(port, "POST", "/exec", unique_id(WORD_BODY, f"warm-{n}"), conn=connection)
     finally:
         connection.close()

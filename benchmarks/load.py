@@ -32,6 +32,21 @@ class LoadError(RuntimeError):
     """A load run could not be carried out or its output not read."""
 
 
+#: Headers every request of the current row carries (e.g. an API key); set by the harness.
+EXTRA_HEADERS: dict[str, str] = {}
+
+
+def unique_id(body: str, suffix: str) -> str:
+    """``body`` with ``-<suffix>`` appended to its executionId.
+
+    Every load call gets an id of its own, as the platform's calls do: with the SDK's
+    idempotency on, a repeated id would be a replay of a stored answer, not a call.
+    """
+    data = json.loads(body)
+    data["executionId"] = f"{data['executionId']}-{suffix}"
+    return json.dumps(data)
+
+
 def call(
     port: int,
     method: str,
@@ -45,6 +60,7 @@ def call(
     connection = conn or http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
         headers = {"Content-Type": "application/json"} if body is not None else {}
+        headers.update(EXTRA_HEADERS)
         connection.request(method, path, body=body, headers=headers)
         response = connection.getresponse()
         raw = response.read()
@@ -99,7 +115,9 @@ def run_wrk(port: int, body: str, duration: float, connections: int) -> WrkResul
         str(POST_LUA),
         f"http://{HOST}:{port}/exec",
     ]
-    env = {**os.environ, "BENCH_BODY": body}
+    env = {**os.environ, "BENCH_BODY": body, "BENCH_UNIQUE_IDS": "1"}
+    for n, (name, value) in enumerate(EXTRA_HEADERS.items()):
+        env[f"BENCH_HEADER_{n}"] = f"{name}: {value}"
     try:
         done = subprocess.run(
             argv, env=env, capture_output=True, text=True, timeout=seconds + 30, check=False
@@ -173,15 +191,20 @@ async def _one_call(port: int, request: bytes, done_at: list[float]) -> str | No
     return None
 
 
-async def _burst(port: int, calls: int, body: str, wait_s: float) -> BurstResult:
+def _request(port: int, body: str) -> bytes:
     payload = body.encode()
-    request = (
+    extra = "".join(f"{name}: {value}\r\n" for name, value in EXTRA_HEADERS.items())
+    return (
         f"POST /exec HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
+        f"{extra}Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
     ).encode() + payload
+
+
+async def _burst(port: int, calls: int, body: str, wait_s: float) -> BurstResult:
+    requests = [_request(port, unique_id(body, str(n))) for n in range(calls)]
     done_at: list[float] = []
     started = time.perf_counter()
-    tasks = [asyncio.create_task(_one_call(port, request, done_at)) for _ in range(calls)]
+    tasks = [asyncio.create_task(_one_call(port, request, done_at)) for request in requests]
     finished, pending = await asyncio.wait(tasks, timeout=wait_s)
     for task in pending:
         task.cancel()

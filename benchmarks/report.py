@@ -155,7 +155,7 @@ def _paired_ratios(results: dict[str, RowResult], row: str, peer: str) -> list[f
 def _ratio_target(
     results: dict[str, RowResult], row: str, peer: str, limit: float | None
 ) -> TargetResult:
-    limit_text = f"<= {limit:.1f} x {peer}" if limit is not None else "informational"
+    limit_text = f"<= {limit:g} x {peer}" if limit is not None else "informational"
     name = f"{row} CPU/call vs {peer}"
     a = results[row].median().get("cpu_us_per_call") if row in results else None
     b = results[peer].median().get("cpu_us_per_call") if peer in results else None
@@ -209,6 +209,29 @@ def evaluate_targets(results: list[RowResult], burst_calls: int = 1000) -> list[
         )
     if "sdk-events" in medians:
         targets.append(_ratio_target(measured, "sdk-events", "sdk-info", None))
+    targets += _uvicorn_targets(measured, medians)
+    return targets
+
+
+def _uvicorn_targets(
+    measured: dict[str, RowResult], medians: dict[str, dict[str, float]]
+) -> list[TargetResult]:
+    """The uvicorn runner: CPU per call against the first SDK, start-up against Hypercorn's."""
+    if not {"sdk-uvicorn-info", "sdk-uvicorn-warning"} & medians.keys():
+        return []
+    targets = [
+        _ratio_target(measured, "sdk-uvicorn-warning", "fastapi-peer", 0.25),
+        _ratio_target(measured, "sdk-uvicorn-info", "fastapi-peer", 0.35),
+    ]
+    for row, peer in (("sdk-uvicorn-info", "sdk-info"), ("sdk-uvicorn-warning", "sdk-warning")):
+        mine = medians.get(row, {}).get("startup_ms")
+        theirs = medians.get(peer, {}).get("startup_ms")
+        name = f"{row} start-up vs {peer}"
+        if mine is None or theirs is None:
+            targets.append(TargetResult(name, "not measured", "<= +40 ms", None))
+            continue
+        value = f"{mine - theirs:+.0f} ms ({mine:.0f} vs {theirs:.0f} ms)"
+        targets.append(TargetResult(name, value, "<= +40 ms", mine - theirs <= 40))
     return targets
 
 

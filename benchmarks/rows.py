@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-__all__ = ["REPO", "ROWS", "Row", "base_env", "unavailable"]
+__all__ = ["REPO", "ROWS", "Row", "base_env", "baseline_rows", "unavailable"]
 
 REPO = Path(__file__).resolve().parent.parent
 PEERS = REPO / "benchmarks" / "peers"
@@ -19,6 +19,10 @@ SDK_MODULE = "examples.simple_function"
 BROKER = ("127.0.0.1", 5672)
 # A fresh exchange per run, so the events row never publishes into the platform's own.
 _EXCHANGE = f"bench-{uuid.uuid4().hex[:12]}"
+
+
+_API_KEY = "bench-key-0123456789abcdef"
+_API_KEYS = ",".join([*(f"other-key-{n:02d}-0123456789:reader" for n in range(9)), _API_KEY])
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +35,11 @@ class Row:
     env: dict[str, str] = field(default_factory=dict)
     needs_sdk: bool = False
     needs_broker: bool = False
+    needs_uvicorn: bool = False
+    #: Headers every request to this row carries (the API-key row's credentials).
+    headers: dict[str, str] = field(default_factory=dict)
+    #: Working directory of the server (default: the repository root).
+    cwd: Path | None = None
 
 
 # The SDK as deployed: its own CLI and default runner, cwd = the repository root.
@@ -59,6 +68,25 @@ ROWS: dict[str, Row] = {
             needs_sdk=True,
         ),
         Row(
+            "sdk-info-lean",
+            "sdk-info with metrics and idempotency off: what the default features cost",
+            SDK_ARGV,
+            {
+                "CRBR_FUNCTIONS_LOG_LEVEL": "INFO",
+                "CRBR_METRICS_ENABLED": "false",
+                "CRBR_IDEMPOTENCY_TTL": "0",
+            },
+            needs_sdk=True,
+        ),
+        Row(
+            "sdk-info-apikey",
+            "sdk-info with API-key auth on (10 keys configured, X-API-Key on every call)",
+            SDK_ARGV,
+            {"CRBR_FUNCTIONS_LOG_LEVEL": "INFO", "CRBR_AUTH_API_KEYS": _API_KEYS},
+            needs_sdk=True,
+            headers={"X-API-Key": _API_KEY},
+        ),
+        Row(
             "sdk-events",
             "sdk-info with events on (broker on 127.0.0.1:5672, guest/guest)",
             SDK_ARGV,
@@ -73,6 +101,22 @@ ROWS: dict[str, Row] = {
             needs_sdk=True,
             needs_broker=True,
         ),
+        Row(
+            "sdk-uvicorn-info",
+            "SDK on uvicorn (httptools, uvloop), JSON logs at INFO",
+            SDK_ARGV,
+            {"CRBR_FUNCTIONS_LOG_LEVEL": "INFO", "CRBR_FUNCTIONS_SERVER": "uvicorn"},
+            needs_sdk=True,
+            needs_uvicorn=True,
+        ),
+        Row(
+            "sdk-uvicorn-warning",
+            "SDK on uvicorn (httptools, uvloop), JSON logs at WARNING",
+            SDK_ARGV,
+            {"CRBR_FUNCTIONS_LOG_LEVEL": "WARNING", "CRBR_FUNCTIONS_SERVER": "uvicorn"},
+            needs_sdk=True,
+            needs_uvicorn=True,
+        ),
         Row("quart-bare", "minimal Quart app on the same Hypercorn", _peer("quart_bare.py")),
         Row("asgi-raw", "raw ASGI callable on the same Hypercorn", _peer("asgi_raw.py")),
         Row(
@@ -83,6 +127,25 @@ ROWS: dict[str, Row] = {
         ),
     )
 }
+
+
+def baseline_rows(ref: str, checkout: Path) -> list[Row]:
+    """The SDK rows at an older commit, checked out in ``checkout``, for before/after tables.
+
+    ``python -m`` puts the working directory first on ``sys.path``, so a server started in the
+    checkout runs that commit's package, not the installed one.
+    """
+    return [
+        Row(
+            f"{row.name}@{ref}",
+            f"{row.about}, at {ref}",
+            row.argv,
+            row.env,
+            needs_sdk=True,
+            cwd=checkout,
+        )
+        for row in (ROWS["sdk-info"], ROWS["sdk-warning"])
+    ]
 
 
 def base_env(port: int) -> dict[str, str]:
@@ -116,6 +179,20 @@ def _sdk_problem() -> str | None:
 
 
 @cache
+def _uvicorn_problem() -> str | None:
+    # The SDK's [uvicorn] extra; without it the SDK refuses to start on uvicorn, in one line.
+    done = subprocess.run(
+        [sys.executable, "-c", "import uvicorn, httptools, uvloop"],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    if done.returncode != 0:
+        return "the [uvicorn] extra is not installed (pip install -e '.[uvicorn]')"
+    return None
+
+
+@cache
 def _broker_problem() -> str | None:
     try:
         with socket.create_connection(BROKER, timeout=0.5):
@@ -129,5 +206,7 @@ def unavailable(row: Row) -> str | None:
     if row.needs_sdk and (problem := _sdk_problem()):
         return problem
     if row.needs_broker and (problem := _broker_problem()):
+        return problem
+    if row.needs_uvicorn and (problem := _uvicorn_problem()):
         return problem
     return None

@@ -20,11 +20,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import load
 from checks import ADD_BODY, BURST_BODY, WORD_BODY, CheckError, check_server, warm_up
 from load import LoadError, burst, run_wrk, wrk_path
 from measure import PeakRssPoller, cpu_load, cpu_seconds, rss_bytes
 from report import MIB, RowResult, evaluate_targets, format_table, write_json
-from rows import REPO, ROWS, Row, base_env, unavailable
+from rows import REPO, ROWS, Row, base_env, baseline_rows, unavailable
 from server import SERVER_CPU, ServerError, ServerProcess, free_port, stop_all
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -65,6 +66,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="where to write the JSON (default benchmarks/results/latest.json)",
     )
     parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also measure the SDK rows at this git commit (a before/after table in one run)",
+    )
+    parser.add_argument(
         "--strict",
         action="store_true",
         help="exit 1 when a target fails (not only when a row fails)",
@@ -103,7 +109,7 @@ def _spawn(row: Row, name: str) -> ServerProcess:
     port = free_port()
     env = {**base_env(port), **row.env}
     log = RESULTS / "logs" / f"{name}.log"
-    return ServerProcess(list(row.argv), env, REPO, log, port)
+    return ServerProcess(list(row.argv), env, row.cwd or REPO, log, port)
 
 
 def _loads(port: int, pid: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -149,6 +155,7 @@ def _loads(port: int, pid: int, args: argparse.Namespace) -> dict[str, Any]:
 
 def measure_row(row: Row, args: argparse.Namespace, startup_ms: list[float]) -> dict[str, Any]:
     """One repeat of one row: start-up spawns, checks, idle RSS, loads, burst, checks again."""
+    load.EXTRA_HEADERS = dict(row.headers)
     per_repeat = max(1, math.ceil(args.spawns / args.repeats))
     for _ in range(per_repeat - 1):
         with _spawn(row, row.name) as extra:
@@ -162,6 +169,20 @@ def measure_row(row: Row, args: argparse.Namespace, startup_ms: list[float]) -> 
         except (CheckError, LoadError, OSError) as exc:
             raise ServerError(f"{type(exc).__name__}: {exc} [{server.describe()}]") from exc
     return sample
+
+
+def _checkout(ref: str) -> Path:
+    """A detached worktree of ``ref`` under benchmarks/results/baseline (made once per ref)."""
+    target = RESULTS / "baseline" / ref.replace("/", "_")
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(target), ref],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
+    return target
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -181,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     pinned = _prepare_machine(args.burst)
     signal.signal(signal.SIGTERM, _on_sigterm)
     rows = [ROWS[name] for name in args.row_names]
+    if args.baseline:
+        rows += baseline_rows(args.baseline, _checkout(args.baseline))
     results = {row.name: RowResult(row.name, row.about, list(row.argv)) for row in rows}
     runnable = []
     for row in rows:

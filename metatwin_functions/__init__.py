@@ -9,21 +9,40 @@
 from __future__ import annotations
 
 from .app import FunctionServer, create_app
-from .context import ExecutionContext, current_execution
+from .context import ExecutionContext, Principal, current_execution
 from .envelope import ExecRequest
 from .errors import (
+    CallRejectedError,
+    ConcurrencyLimitedError,
     ConfigurationError,
+    EnvelopeError,
+    ErrorKind,
     ExecutionFailedError,
     ExecutionTimeoutError,
+    ForbiddenError,
     FunctionNotFoundError,
+    IdempotencyConflictError,
     InvalidArgumentsError,
     InvocationError,
     MetaTwinFunctionsError,
+    RateLimitedError,
     RegistrationError,
     ResultSerializationError,
+    ResultTooLargeError,
+    UnauthorizedError,
+    UnavailableError,
 )
 from .fastpath import ExecFastPath
 from .http import functions_blueprint
+from .idempotency import (
+    Acquired,
+    Conflict,
+    IdempotencyStore,
+    InMemoryIdempotencyStore,
+    Reservation,
+    Running,
+    Stored,
+)
 from .invocation import CallOutcome, Invoker
 from .logs import configure_logging
 from .registry import Function, FunctionRegistry, FunctionSpec, default_registry
@@ -33,25 +52,43 @@ from .settings import Settings, load_settings
 __version__ = "0.1.0"
 
 __all__ = [
+    "Acquired",
     "CallOutcome",
+    "CallRejectedError",
+    "ConcurrencyLimitedError",
     "ConfigurationError",
+    "Conflict",
+    "EnvelopeError",
+    "ErrorKind",
     "ExecFastPath",
     "ExecRequest",
     "ExecutionContext",
     "ExecutionFailedError",
     "ExecutionTimeoutError",
+    "ForbiddenError",
     "Function",
     "FunctionNotFoundError",
     "FunctionRegistry",
     "FunctionServer",
     "FunctionSpec",
+    "IdempotencyConflictError",
+    "IdempotencyStore",
+    "InMemoryIdempotencyStore",
     "InvalidArgumentsError",
     "InvocationError",
     "Invoker",
     "MetaTwinFunctionsError",
+    "Principal",
+    "RateLimitedError",
     "RegistrationError",
+    "Reservation",
     "ResultSerializationError",
+    "ResultTooLargeError",
+    "Running",
     "Settings",
+    "Stored",
+    "UnauthorizedError",
+    "UnavailableError",
     "__version__",
     "configure_logging",
     "create_app",

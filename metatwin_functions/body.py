@@ -1,6 +1,6 @@
 """The one request-body reader, fed by every HTTP transport (the Quart view and raw ASGI).
 
-Sans-IO in spirit: it takes the declared ``Content-Length`` and an async iterator of chunks, so
+Sans-IO in spirit: it takes the declared ``Content-Length`` and a way to get the next chunk, so
 the Quart view (``request.body``) and the raw-ASGI endpoint (``receive()`` messages) share the
 limit, the timeout and their answers.
 """
@@ -8,9 +8,19 @@ limit, the timeout and their answers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-__all__ = ["BodyTimeoutError", "BodyTooLargeError", "ClientGoneError", "read_body"]
+__all__ = [
+    "BodyTimeoutError",
+    "BodyTooLargeError",
+    "ClientGoneError",
+    "NextChunk",
+    "chunks_reader",
+    "read_body",
+]
+
+NextChunk = Callable[[], Awaitable[tuple[bytes, bool]]]
+"""Returns the next piece of the body and whether more follows; raises `ClientGoneError`."""
 
 
 class BodyTooLargeError(Exception):
@@ -26,7 +36,7 @@ class ClientGoneError(Exception):
 
 
 async def read_body(
-    chunks: AsyncIterator[bytes], declared: int | None, limit: int, timeout: float
+    next_chunk: NextChunk, declared: int | None, limit: int, timeout: float
 ) -> bytes:
     """Read a whole body of at most ``limit`` bytes within ``timeout`` seconds.
 
@@ -35,13 +45,34 @@ async def read_body(
     """
     if declared is not None and declared > limit:
         raise BodyTooLargeError
-    received = bytearray()
     try:
         async with asyncio.timeout(timeout):
-            async for chunk in chunks:
+            chunk, more = await next_chunk()
+            if not more:  # the common case: the whole body in one piece
+                if len(chunk) > limit:
+                    raise BodyTooLargeError
+                return chunk
+            received = bytearray(chunk)
+            while more:
+                chunk, more = await next_chunk()
                 received += chunk
                 if len(received) > limit:
                     raise BodyTooLargeError
     except TimeoutError:
         raise BodyTimeoutError from None
+    if len(received) > limit:
+        raise BodyTooLargeError
     return bytes(received)
+
+
+def chunks_reader(chunks: AsyncIterator[bytes]) -> NextChunk:
+    """A `NextChunk` over an async iterator of chunks (e.g. Quart's ``request.body``)."""
+    iterator = aiter(chunks)
+
+    async def next_chunk() -> tuple[bytes, bool]:
+        try:
+            return await anext(iterator), True
+        except StopAsyncIteration:
+            return b"", False
+
+    return next_chunk

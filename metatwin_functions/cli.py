@@ -4,29 +4,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
-import os
 import sys
 from collections.abc import Sequence
 
 from .envelope import ExecRequest
 from .errors import MetaTwinFunctionsError
+from .loader import ModuleLoadError, load
 from .registry import default_registry
 
 __all__ = ["main"]
 
 
-def _import_modules(names: Sequence[str]) -> None:
-    # Like ``python -m``: modules are found relative to the working directory.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    for name in names:
-        module = name[:-3].replace("/", ".") if name.endswith(".py") else name
+def _import_modules(targets: Sequence[str]) -> None:
+    """Import every module (name or path); having no ``@Function`` at all is an error."""
+    for target in targets:
         try:
-            importlib.import_module(module)
-        except (ImportError, SyntaxError) as exc:
-            raise SystemExit(f"error: cannot import '{module}': {exc}") from exc
+            load(target)
+        except ModuleLoadError as exc:
+            raise SystemExit(f"error: {exc}") from None
+    if len(default_registry) == 0:
+        raise SystemExit(
+            f"error: no @Function found in {', '.join(targets)}: decorate functions with "
+            "@Function (from metatwin_functions import Function); functions registered on "
+            "a FunctionRegistry of your own are not served by the command line"
+        )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -38,6 +40,8 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["functions_host"] = args.host
     if args.port is not None:
         overrides["functions_port"] = args.port
+    if args.server is not None:
+        overrides["functions_server"] = args.server
     FunctionServer(settings=load_settings(**overrides)).start()
     return 0
 
@@ -78,10 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve the modules' functions over HTTP")
     serve.add_argument(
-        "modules", nargs="+", help="modules to import, e.g. examples.simple_function"
+        "modules", nargs="+", help="modules or files to import, e.g. examples.simple_function"
     )
     serve.add_argument("--host", help="bind host (default: CRBR_FUNCTIONS_HOST or 0.0.0.0)")
     serve.add_argument("--port", type=int, help="bind port (default: CRBR_FUNCTIONS_PORT or 8000)")
+    serve.add_argument(
+        "--server",
+        choices=("hypercorn", "uvicorn"),
+        help="HTTP server (default: CRBR_FUNCTIONS_SERVER or hypercorn; uvicorn needs the "
+        "[uvicorn] extra)",
+    )
     serve.set_defaults(handler=_serve)
 
     describe = commands.add_parser("describe", help="print the functions as the platform sees them")

@@ -66,6 +66,19 @@ class ConfigurationError(MetaTwinFunctionsError):
     """The ``CRBR_*`` settings (or arguments given in code) are not valid."""
 
 
+class FatalConfigurationError(ConfigurationError, SystemExit):
+    """A `ConfigurationError` that, left uncaught, ends the program with one line, no traceback.
+
+    Raised by the entry points that are a program's main loop (`FunctionServer`): Python
+    prints ``error: <message>`` to stderr and exits with status 1, as for the command line.
+    ``except ConfigurationError`` still catches it.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.code = f"error: {message}"
+
+
 class RegistrationError(MetaTwinFunctionsError):
     """A function cannot be registered: duplicate name, not callable, or unservable signature."""
 
@@ -115,8 +128,9 @@ class ExecutionTimeoutError(InvocationError):
     code = "MTF-EXECUTION-002"
 
     def __init__(self, function_name: str, timeout: float) -> None:
+        unit = "second" if timeout == 1 else "seconds"
         super().__init__(
-            f"Function '{function_name}' execution timed out after {timeout:g} seconds",
+            f"Function '{function_name}' execution timed out after {timeout:g} {unit}",
             function_name=function_name,
         )
         self.timeout = timeout
@@ -129,9 +143,16 @@ class ExecutionFailedError(InvocationError):
     code = "MTF-EXECUTION-003"
 
     def __init__(self, function_name: str, error: BaseException) -> None:
-        text = str(error) or type(error).__name__
+        text = _describe_failure(error)
         super().__init__(f"Function execution failed: {text}", function_name=function_name)
         self.error_type = type(error).__name__
+
+
+def _describe_failure(error: BaseException) -> str:
+    # ``sys.exit(3)`` stringifies as "3": a bare number would not say the function exited.
+    if not isinstance(error, Exception) and error.args:
+        return repr(error)
+    return str(error) or type(error).__name__
 
 
 class ExecutionCancelledError(InvocationError):

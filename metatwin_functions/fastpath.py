@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from .answers import Answer, internal_error_body
-from .body import ClientGoneError
+from .body import ClientGoneError, NextChunk
 from .pipeline import CallMeta
 from .runtime import FunctionRuntime, runtimes_of
 
@@ -107,7 +106,7 @@ class ExecFastPath:
     ) -> None:
         found: dict[str, str] = {}
         for name, value in scope["headers"]:  # type: ignore[typeddict-item]
-            key = _WANTED.get(name.lower())
+            key = _WANTED.get(name)  # ASGI servers give header names in lower case
             if key is not None:
                 found[key] = value.decode("latin-1")
         declared: int | None = None
@@ -117,7 +116,7 @@ class ExecFastPath:
         meta = CallMeta(**found) if found else _PLAIN  # type: ignore[arg-type]
         try:
             async with self.app.app_context():
-                answer = await runtime.pipeline.serve_http(declared, _chunks(receive), meta)
+                answer = await runtime.pipeline.serve_http(declared, _body_of(receive), meta)
         except Exception:
             # The pipeline turns everything a call does into an answer; this is our bug.
             logger.exception("Unexpected error while serving POST /exec")
@@ -129,14 +128,14 @@ class ExecFastPath:
 _PLAIN = CallMeta()
 
 
-async def _chunks(receive: ASGIReceiveCallable) -> AsyncIterator[bytes]:
-    while True:
+def _body_of(receive: ASGIReceiveCallable) -> NextChunk:
+    async def next_chunk() -> tuple[bytes, bool]:
         message: Any = await receive()
         if message["type"] != "http.request":
             raise ClientGoneError
-        yield message.get("body", b"")
-        if not message.get("more_body", False):
-            return
+        return message.get("body", b""), message.get("more_body", False)
+
+    return next_chunk
 
 
 async def _respond(send: ASGISendCallable, answer: Answer) -> None:

@@ -36,9 +36,15 @@ if TYPE_CHECKING:
     from .metrics import CallMetrics
     from .pipeline import CallMeta
 
-__all__ = ["CallGuards", "CallObservation"]
+__all__ = ["CallGuards", "CallObservation", "check_guard_settings"]
 
 Invoke = Callable[[ExecRequest, Principal | None, "CallMeta"], Awaitable[CallOutcome]]
+
+
+def check_guard_settings(settings: Settings, registry: FunctionRegistry) -> None:
+    """Raise `ConfigurationError` now for auth or limit settings that cannot work."""
+    build_authenticator(settings)
+    TrafficLimits(settings, registry)
 
 
 class CallObservation:

@@ -22,8 +22,10 @@ from .answers import (
     rejection_answer,
     too_large_answer,
 )
-from .body import BodyTooLargeError
+from .body import BodyTooLargeError, chunks_reader
 from .errors import CallRejectedError
+from .guards import check_guard_settings
+from .idempotency import IdempotencyStore
 from .pipeline import CallMeta
 from .registry import FunctionRegistry, default_registry
 from .runtime import FunctionRuntime, runtimes_of
@@ -67,14 +69,17 @@ def functions_blueprint(
     settings: Settings | None = None,
     *,
     name: str = "metatwin_functions",
+    idempotency_store: IdempotencyStore | None = None,
 ) -> Blueprint:
     """A blueprint serving ``registry`` (default: the ``@Function`` registry).
 
     ``settings`` default to the ``CRBR_*`` environment, read now so that bad configuration fails
     at start-up. Register it with ``app.register_blueprint(bp, url_prefix=...)``.
+    ``idempotency_store`` replaces the per-process store (e.g. by one shared by every replica).
     """
     functions = default_registry if registry is None else registry
     config = load_settings() if settings is None else settings
+    check_guard_settings(config, functions)  # bad auth or limit settings fail here, not later
     blueprint = Blueprint(name, __name__)
 
     def runtime() -> FunctionRuntime:
@@ -82,13 +87,15 @@ def functions_blueprint(
         found = runtimes.get(name)
         if found is None:
             # Served without the serving hooks (e.g. ``app.test_client()``): start bare.
-            found = runtimes[name] = FunctionRuntime(functions, config)
+            found = runtimes[name] = FunctionRuntime(
+                functions, config, idempotency_store=idempotency_store
+            )
             found.state = "ready"
         return found
 
     @blueprint.before_app_serving
     async def start_runtime() -> None:
-        started = FunctionRuntime(functions, config)
+        started = FunctionRuntime(functions, config, idempotency_store=idempotency_store)
         runtimes_of(current_app)[name] = started
         await started.start()
         fast = name in current_app.extensions.get(FAST_EXEC_KEY, ())
@@ -117,7 +124,7 @@ def functions_blueprint(
             detach_on_cancel=True,  # Quart cancels the view when the client goes away
         )
         answer = await runtime().pipeline.serve_http(
-            request.content_length, _request_chunks(), meta
+            request.content_length, chunks_reader(_request_chunks()), meta
         )
         if answer is None:  # the client went away: nobody to answer
             return Response(b"", status=499)
@@ -134,7 +141,7 @@ def functions_blueprint(
             tracestate=headers.get("tracestate"),
         )
         served = await serve_ndjson(
-            runtime().pipeline, request.content_length, _request_chunks(), meta
+            runtime().pipeline, request.content_length, chunks_reader(_request_chunks()), meta
         )
         if served is None:  # the client went away before its body arrived
             return Response(b"", status=499)

@@ -2,8 +2,8 @@
 
 A handler filter copies the current call's execution id and function name onto every record, so
 lines written by user code during a call carry them too; with tracing on, also the current span's
-``trace_id`` and ``span_id``. Hypercorn's own loggers share the
-handler, so its lines follow the same format.
+``trace_id`` and ``span_id``. The server's own loggers (Hypercorn's or uvicorn's) share the
+handler, so their lines follow the same format.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from pydantic_core import to_json
+from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 from .context import _current
@@ -22,10 +23,19 @@ from .settings import Settings
 __all__ = ["ExecutionContextFilter", "configure_logging"]
 
 SDK_LOGGER = "metatwin_functions"
-SERVER_LOGGERS = ("hypercorn.error", "hypercorn.access")
+# Naming a logger imports nothing: a deployment on Hypercorn never loads uvicorn for this.
+SERVER_LOGGERS = (
+    "hypercorn.error",
+    "hypercorn.access",
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+)
 # aiormq logs an ERROR per failed connect and aio-pika a WARNING (with a traceback) per
 # reconnect; the events service reports each outage itself, once.
 BROKER_CLIENT_LOGGERS = ("aiormq", "aio_pika")
+# uvicorn adds its message again with terminal colour codes, for its own text formatter.
+_NOT_IN_JSON = (*RESERVED_ATTRS, "color_message")
 
 #: Set by `tracing.build_tracer` when calls are traced: the current span's (trace_id, span_id).
 #: None otherwise, so that without tracing the filter does no extra work.
@@ -94,6 +104,7 @@ def _json_formatter(deployment_id: str) -> logging.Formatter:
         "%(levelname)s %(message)s %(name)s",
         rename_fields={"levelname": "level", "name": "logger"},
         static_fields={"deployment_id": deployment_id},
+        reserved_attrs=_NOT_IN_JSON,
         timestamp=True,
     )
 
@@ -103,7 +114,7 @@ class _SdkHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
-    """Route the root logger (and Hypercorn's) through one handler in the contract's format.
+    """Route the root logger (and the server's) through one handler in the contract's format.
 
     ``CRBR_FUNCTIONS_LOG_LEVEL`` sets the level of the SDK and user code, ``CRBR_UVICORN_LOG_LEVEL``
     that of the server's own lines. Calling it again replaces the previous set-up.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,7 +24,7 @@ from .answers import (
     rejection_answer,
     too_large_answer,
 )
-from .body import BodyTimeoutError, BodyTooLargeError, ClientGoneError, read_body
+from .body import BodyTimeoutError, BodyTooLargeError, ClientGoneError, NextChunk, read_body
 from .context import Principal
 from .envelope import ExecRequest, failure_body, parse_exec_request
 from .errors import CallRejectedError, EnvelopeError, ErrorKind, UnavailableError
@@ -90,6 +90,8 @@ class CallPipeline:
         self._idle: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._aborting = False
+        #: Told of every HTTP call that ran (for ``CRBR_PUBLISH_HTTP_EXECUTIONS``); must not block.
+        self.on_http_call: Callable[[ExecRequest, bytes], None] | None = None
 
     # -- admission -------------------------------------------------------------------------
 
@@ -138,19 +140,19 @@ class CallPipeline:
     # -- entry points ----------------------------------------------------------------------
 
     async def serve_http(
-        self, declared: int | None, chunks: AsyncIterator[bytes], meta: CallMeta = _HTTP
+        self, declared: int | None, next_chunk: NextChunk, meta: CallMeta = _HTTP
     ) -> Answer | None:
         """Serve a request whose body is still to be read; None when the client went away."""
         settings = self.settings
         if not self._is_ready():
-            return await self._unavailable(declared, chunks)
+            return await self._unavailable(declared, next_chunk)
         self._enter()
         task = asyncio.current_task()
         detached = False
         try:
             try:
                 body = await read_body(
-                    chunks,
+                    next_chunk,
                     declared,
                     settings.functions_max_body_size,
                     settings.functions_body_timeout,
@@ -219,9 +221,12 @@ class CallPipeline:
         guards = self.guards
         try:
             caller = await guards.authenticate(request, meta)
-            return await guards.guarded(request, caller, meta, self._invoke)
+            answer = await guards.guarded(request, caller, meta, self._invoke)
         except CallRejectedError as error:
             return self._refused(rejection_answer(error, request.execution_id))
+        if self.on_http_call is not None and meta.trigger == "http":
+            self.on_http_call(request, answer.body)
+        return answer
 
     async def _invoke(
         self, request: ExecRequest, caller: Principal | None, meta: CallMeta
@@ -257,12 +262,15 @@ class CallPipeline:
         answer.headers["Connection"] = "close"
         return answer
 
-    async def _unavailable(self, declared: int | None, chunks: AsyncIterator[bytes]) -> Answer:
+    async def _unavailable(self, declared: int | None, next_chunk: NextChunk) -> Answer:
         # Not admitted, so it never holds up a drain; the body is read briefly, to echo its id.
         execution_id = None
         with contextlib.suppress(Exception):
             body = await read_body(
-                chunks, declared, self.settings.functions_max_body_size, _UNAVAILABLE_READ_TIMEOUT
+                next_chunk,
+                declared,
+                self.settings.functions_max_body_size,
+                _UNAVAILABLE_READ_TIMEOUT,
             )
             execution_id = _execution_id_of(body)
         return self._refused(self._unavailable_answer(execution_id))

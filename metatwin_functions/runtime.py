@@ -8,6 +8,9 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic_core import from_json
+
+from .envelope import ExecRequest
 from .guards import CallGuards
 from .invocation import Invoker
 from .pipeline import CallPipeline
@@ -20,6 +23,7 @@ if TYPE_CHECKING:
     from quart import Quart
 
     from .events import EventsService
+    from .idempotency import IdempotencyStore
     from .metrics import PrometheusMetrics
 
 __all__ = ["FunctionRuntime", "RuntimeState", "runtimes_of"]
@@ -33,17 +37,30 @@ logger = logging.getLogger("metatwin_functions.runtime")
 class FunctionRuntime:
     """Everything one serving app needs to answer calls, started and stopped with the app."""
 
-    def __init__(self, registry: FunctionRegistry, settings: Settings) -> None:
+    def __init__(
+        self,
+        registry: FunctionRegistry,
+        settings: Settings,
+        *,
+        idempotency_store: IdempotencyStore | None = None,
+    ) -> None:
         self.registry = registry
         self.settings = settings
         self.invoker = Invoker(registry, settings)
         self.guards = CallGuards(
-            registry, settings, metrics=self._metrics(), tracer=build_tracer(settings)
+            registry,
+            settings,
+            idempotency_store=idempotency_store,
+            metrics=self._metrics(),
+            tracer=build_tracer(settings),
         )
         self.pipeline = CallPipeline(
             self.invoker, self.guards, lambda: self.state == "ready", state=lambda: self.state
         )
         self.events: EventsService | None = None
+        self._publishing: set[asyncio.Task[bool]] = set()
+        if settings.publish_http_executions and settings.events_configured:
+            self.pipeline.on_http_call = self._publish_http_call
         self.state: RuntimeState = "starting"
         self._events_starting: asyncio.Task[None] | None = None
         self._watchdog = LoopWatchdog(self.invoker.async_calls)
@@ -72,6 +89,8 @@ class FunctionRuntime:
 
     async def start(self) -> None:
         """Start the runtime; never waits on the broker, nor on loading the broker client."""
+        # Here rather than in the app, so a host app that mounts the blueprint hears it too.
+        self.settings.warn_unknown_variables()
         self._watchdog.start()
         if self.settings.events_configured:
             self._events_starting = asyncio.create_task(
@@ -100,10 +119,49 @@ class FunctionRuntime:
         # neither start-up nor the event loop pays for it. Deployments without events never do.
         try:
             module = await asyncio.to_thread(importlib.import_module, "metatwin_functions.events")
-            self.events = module.EventsService(self.settings, self.registry)
+            tracer = self.guards.tracer
+            self.events = module.EventsService(
+                self.settings,
+                self.registry,
+                observer=self.guards.metrics,
+                header_injector=None if tracer is None else tracer.inject,
+            )
             await self.events.start()
         except Exception:
             logger.exception("RabbitMQ events could not start: running without events")
+
+    async def publish_completed(
+        self,
+        request: ExecRequest,
+        body: bytes,
+        trigger: Literal["amqp", "schedule", "http"],
+        headers: dict[str, str] | None = None,
+    ) -> bool:
+        """Publish the execution completed event of a call answered with ``body``.
+
+        True once the broker confirmed and routed it; False when events are off or the broker
+        did not take it (never raises).
+        """
+        events = self.events
+        if events is None:
+            return False
+        answer = from_json(body)
+        return await events.publish_execution_completed(
+            execution_id=request.execution_id,
+            function_name=request.function_name,
+            trigger=trigger,
+            success=bool(answer.get("success")),
+            result=answer.get("result"),
+            error=answer.get("error"),
+            metadata=answer.get("metadata"),
+            headers=headers,
+        )
+
+    def _publish_http_call(self, request: ExecRequest, body: bytes) -> None:
+        # The request path never awaits the broker: the event goes out beside the answer.
+        task = asyncio.create_task(self.publish_completed(request, body, "http"))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
 
     async def drain(self, timeout: float) -> bool:
         """Refuse new calls and wait up to ``timeout`` s for calls in flight; True if none left."""

@@ -1,34 +1,50 @@
-"""Typed settings read from the ``CRBR_*`` environment (and ``.env`` for local development)."""
+"""Typed settings read from the ``CRBR_*`` environment (and ``.env`` for local development).
+
+A plain frozen pydantic model and a small loader of our own (`environ`): the environment wins
+over ``.env``, values given in code win over both, an empty variable means "the default", and
+a name that is not a setting is an error in code and a WARNING in the environment.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import logging
+import os
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
+from .environ import PREFIX, read_variables, unknown_names_message
 from .errors import ConfigurationError
 
 __all__ = ["LOCAL_DEPLOYMENT_ID", "Settings", "load_settings"]
 
 LOCAL_DEPLOYMENT_ID = "local-dev"
+#: The ``.env`` file read by default: in the working directory, only when it exists.
+DOTENV = ".env"
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
+logger = logging.getLogger("metatwin_functions.settings")
 
-class Settings(BaseSettings):
+
+class Settings(BaseModel):
     """Every knob of a function service, read from ``CRBR_*`` variables.
 
-    Construct it directly to override values in code: ``Settings(functions_timeout=5)``.
+    ``Settings(functions_timeout=5)`` reads the environment (and ``.env``) like
+    `load_settings` and overrides what is given in code. ``_env_file`` names another file to
+    read, or ``None`` for none. Any problem, a misspelt name included, raises
+    `ConfigurationError` naming the variable.
     """
 
-    model_config = SettingsConfigDict(
-        env_prefix="CRBR_",
-        env_file=".env",
-        env_file_encoding="utf-8",
-        extra="ignore",
-        frozen=True,
-    )
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     deployment_id: str = Field(default=LOCAL_DEPLOYMENT_ID, min_length=1)
     functions_host: str = "0.0.0.0"
@@ -120,6 +136,41 @@ class Settings(BaseSettings):
                     data[key] = None
         return data
 
+    _unknown_variables: tuple[str, ...] = PrivateAttr(default=())
+
+    def __init__(self, _env_file: str | os.PathLike[str] | None = DOTENV, **values: Any) -> None:
+        unknown = sorted(set(values) - set(type(self).model_fields))
+        if unknown:
+            names = unknown_names_message(unknown, type(self).model_fields, variables=False)
+            noun = "setting" if len(unknown) == 1 else "settings"
+            raise ConfigurationError(f"Invalid configuration: unknown {noun} {names}")
+        data: dict[str, Any] = {}
+        strays: list[str] = []
+        for variable, value in read_variables(_env_file).items():
+            name = variable[len(PREFIX) :].lower()
+            if name in type(self).model_fields:
+                data[name] = value
+            else:
+                strays.append(variable)
+        data.update(values)
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            # ``from None``: the one line names every problem; pydantic's text repeats it.
+            raise ConfigurationError(_describe(exc)) from None
+        self._unknown_variables = tuple(sorted(strays))
+
+    @property
+    def unknown_variables(self) -> tuple[str, ...]:
+        """``CRBR_*`` names found in the environment or ``.env`` that are not settings."""
+        return self._unknown_variables
+
+    def warn_unknown_variables(self) -> None:
+        """Log one WARNING per unknown ``CRBR_*`` variable, with the likely intended name."""
+        for variable in self._unknown_variables:
+            hint = unknown_names_message([variable], type(self).model_fields, variables=True)
+            logger.warning("Ignoring unknown variable %s: it is not a setting", hint)
+
     @property
     def is_local(self) -> bool:
         """True for the ``local-dev`` deployment, which logs readable text instead of JSON."""
@@ -178,13 +229,18 @@ class Settings(BaseSettings):
         return self.enable_events and not self.missing_rabbitmq_settings
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read the settings from the environment, raising `ConfigurationError` with every problem."""
-    try:
-        return Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"CRBR_{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigurationError(f"Invalid configuration: {problems}") from exc
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings from the environment and ``.env``; ``overrides`` win over both.
+
+    Raises:
+        ConfigurationError: naming every variable that is not valid, at once.
+    """
+    return Settings(**overrides)
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = "; ".join(
+        f"{PREFIX}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+        for err in exc.errors()
+    )
+    return f"Invalid configuration: {problems}"

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from quart import Response
 
 from .answers import Answer, internal_error_body
+from .body import NextChunk
 from .pipeline import CallMeta, CallPipeline
 from .streaming import LineChannel, StreamSink, result_line
 
@@ -35,7 +36,7 @@ _CANCEL_WAIT = 5.0
 async def serve_ndjson(
     pipeline: CallPipeline,
     declared: int | None,
-    chunks: AsyncIterator[bytes],
+    next_chunk: NextChunk,
     meta: CallMeta,
 ) -> Response | Answer | None:
     """Serve one ``/exec/stream`` request.
@@ -46,7 +47,7 @@ async def serve_ndjson(
     """
     channel = LineChannel(STREAM_BUFFER_LINES)
     sink = StreamSink(channel)
-    call = asyncio.ensure_future(pipeline.serve_http(declared, chunks, _with_sink(meta, sink)))
+    call = asyncio.ensure_future(pipeline.serve_http(declared, next_chunk, _with_sink(meta, sink)))
     call.add_done_callback(lambda _: channel.finish())
     started = asyncio.ensure_future(sink.started.wait())
     try:

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 from hypercorn.asyncio import serve
 from quart import Quart
 
+from metatwin_functions.runners.hypercorn import hypercorn_config
 from metatwin_functions.runtime import runtimes_of
-from metatwin_functions.server import hypercorn_config
 from metatwin_functions.settings import Settings
 
 

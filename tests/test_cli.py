@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -156,3 +159,85 @@ def test_call_requires_a_function_name(capsys: pytest.CaptureFixture[str]) -> No
         main(["call", EXAMPLES])
     assert caught.value.code == 2
     assert "--function" in capsys.readouterr().err
+
+
+# --- modules by path or name, and modules without functions (real processes) -----------------
+
+FUNCTIONS_FILE = (
+    "from metatwin_functions import Function\n@Function\ndef {name}() -> int:\n    return 1\n"
+)
+
+
+def run_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI as the console script runs it: the working directory is not on sys.path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRBR_")}
+    env |= {"PYTHONPATH": str(REPO_ROOT), "CRBR_FUNCTIONS_PORT": "0"}
+    return subprocess.run(
+        [sys.executable, "-P", "-m", "metatwin_functions", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def described_names(result: subprocess.CompletedProcess[str]) -> list[str]:
+    assert result.returncode == 0, result.stderr
+    return [entry["name"] for entry in json.loads(result.stdout)]
+
+
+def test_describe_accepts_relative_nested_and_absolute_paths(tmp_path: Path) -> None:
+    (tmp_path / "my_functions.py").write_text(FUNCTIONS_FILE.format(name="top"))
+    nested = tmp_path / "sub" / "dir"
+    nested.mkdir(parents=True)
+    # A sibling import works, as it does for ``python sub/dir/mod.py``.
+    (nested / "helper.py").write_text("NAME = 'deep'\n")
+    (nested / "mod.py").write_text(
+        "from helper import NAME\n"
+        "from metatwin_functions import Function\n"
+        "@Function(NAME)\n"
+        "def deep() -> int:\n"
+        "    return 2\n"
+    )
+    assert described_names(run_cli(tmp_path, "describe", "./my_functions.py")) == ["top"]
+    assert described_names(run_cli(tmp_path, "describe", "my_functions.py")) == ["top"]
+    assert described_names(run_cli(tmp_path, "describe", "sub/dir/mod.py")) == ["deep"]
+    absolute = str(nested / "mod.py")
+    assert described_names(run_cli(REPO_ROOT, "describe", absolute)) == ["deep"]
+
+
+def test_a_path_to_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "describe", "./missing.py")
+    assert result.returncode != 0
+    assert result.stderr.strip() == "error: cannot import './missing.py': no such file"
+
+
+@pytest.mark.parametrize("command", ["serve", "describe"])
+def test_modules_without_any_function_are_an_error_with_a_hint(
+    tmp_path: Path, command: str
+) -> None:
+    (tmp_path / "nofuncs.py").write_text("VALUE = 1\n")
+    result = run_cli(tmp_path, command, "nofuncs")
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: no @Function found in nofuncs: decorate functions")
+    assert "Traceback" not in result.stderr
+
+
+def test_a_module_named_like_the_standard_library_is_explained(tmp_path: Path) -> None:
+    (tmp_path / "json.py").write_text(FUNCTIONS_FILE.format(name="from_my_json"))
+    result = run_cli(tmp_path, "describe", "json")
+    assert result.returncode != 0
+    assert result.stderr.strip() == (
+        "error: 'json' is a module of Python's standard library: your json.py is shadowed by "
+        "it; pass the path (./json.py) or rename it"
+    )
+    assert described_names(run_cli(tmp_path, "describe", "./json.py")) == ["from_my_json"]
+
+
+def test_a_standard_library_module_without_a_local_file_is_named_as_such(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "serve", "csv")
+    assert result.returncode != 0
+    assert result.stderr.strip() == "error: 'csv' is a module of Python's standard library"

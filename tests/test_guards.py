@@ -268,3 +268,12 @@ async def test_a_function_with_roles_is_closed_when_auth_is_off(secured: Functio
         status, body, _ = await call_with(app, {}, "admin_only")
     assert status == 403
     assert body["metadata"]["errorKind"] == "forbidden"
+
+
+def test_bad_guard_settings_fail_when_the_app_is_built(registry: FunctionRegistry) -> None:
+    from metatwin_functions import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="CRBR_FUNCTIONS_RATE_LIMIT"):
+        create_app(registry, quick(functions_rate_limit="lots"), configure_logs=False)
+    with pytest.raises(ConfigurationError, match="CRBR_AUTH_API_KEYS"):
+        create_app(registry, quick(auth_api_keys="sha256:nothex"), configure_logs=False)

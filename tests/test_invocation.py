@@ -270,11 +270,11 @@ async def test_system_exit_in_a_function_is_an_execution_failure(
         sys.exit("bye")
 
     outcome, body = await call(invoker, "quit_async")
-    assert body["error"] == "Function execution failed: 3"
+    assert body["error"] == "Function execution failed: SystemExit(3)"
     assert body["metadata"]["errorCode"] == "MTF-EXECUTION-003"
     assert isinstance(outcome.error.__cause__, SystemExit)  # type: ignore[union-attr]
     _, body = await call(invoker, "quit_sync")
-    assert body["error"] == "Function execution failed: bye"
+    assert body["error"] == "Function execution failed: SystemExit('bye')"
 
 
 async def test_unserializable_result_is_a_failure_of_its_own_kind(

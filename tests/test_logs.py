@@ -15,7 +15,15 @@ from metatwin_functions import FunctionRegistry, Invoker, Settings, configure_lo
 from metatwin_functions import logs as logs_module
 from metatwin_functions.envelope import ExecRequest
 
-LOGGER_NAMES = ("metatwin_functions", "hypercorn.error", "hypercorn.access", "user.module")
+LOGGER_NAMES = (
+    "metatwin_functions",
+    "hypercorn.error",
+    "hypercorn.access",
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+    "user.module",
+)
 
 
 # CRBR_* variables are cleared by conftest; settings also read .env from the working directory.
@@ -108,6 +116,19 @@ def test_json_line_has_the_contract_fields_outside_a_call() -> None:
     assert line["logger"] == "user.module"
     assert "execution_id" not in line
     assert "function_name" not in line
+
+
+def test_uvicorn_lines_are_json_without_their_terminal_colour_copy() -> None:
+    stream = io.StringIO()
+    configure_logging(Settings(deployment_id="dep-42"), stream=stream)
+    # uvicorn logs each message twice over: the plain one, and one for its colouring formatter.
+    logging.getLogger("uvicorn.error").info(
+        "Started server process [%d]", 7, extra={"color_message": "\x1b[36m%d\x1b[0m"}
+    )
+
+    [line] = json_lines(stream)
+    assert (line["logger"], line["message"]) == ("uvicorn.error", "Started server process [7]")
+    assert "color_message" not in line
 
 
 def test_json_timestamp_is_iso_8601_in_utc() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from metatwin_functions import FunctionRegistry, Settings
+from metatwin_functions.body import chunks_reader
 from metatwin_functions.envelope import ExecRequest
 from metatwin_functions.guards import CallGuards
 from metatwin_functions.invocation import Invoker
@@ -65,7 +66,7 @@ def envelope(name: str, execution_id: str = "e", **args: Any) -> bytes:
 
 
 async def call(pipeline: CallPipeline, body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
-    answer = await pipeline.serve_http(len(body), chunks_of(body))
+    answer = await pipeline.serve_http(len(body), chunks_reader(chunks_of(body)))
     assert answer is not None
     return answer.status, json.loads(answer.body), answer.headers
 
@@ -97,7 +98,9 @@ async def test_wait_idle_waits_for_calls_and_bodies_still_arriving(
 
     assert await pipeline.wait_idle(0.01) is True
     calls = [asyncio.create_task(call(pipeline, envelope("hold"))) for _ in range(2)]
-    slow_body = asyncio.create_task(pipeline.serve_http(100, chunks_of(b'{"exec', then_wait=True)))
+    slow_body = asyncio.create_task(
+        pipeline.serve_http(100, chunks_reader(chunks_of(b'{"exec', then_wait=True)))
+    )
     while pipeline.in_flight < 3:  # noqa: ASYNC110 - polls a counter, not an event
         await asyncio.sleep(0.005)
     assert await pipeline.wait_idle(0.05) is False
@@ -121,7 +124,9 @@ async def test_a_declared_length_over_the_limit_is_413_before_any_body(
         yield b""  # pragma: no cover
 
     async with asyncio.timeout(1):
-        answer = await pipeline.serve_http(settings.functions_max_body_size + 1, never())
+        answer = await pipeline.serve_http(
+            settings.functions_max_body_size + 1, chunks_reader(never())
+        )
     assert answer is not None
     assert answer.status == 413
     assert json.loads(answer.body)["metadata"]["errorKind"] == "too_large"
@@ -159,7 +164,7 @@ async def test_a_forced_stop_answers_calls_in_flight_with_503_json(
         await asyncio.Event().wait()
 
     body = envelope("hold")
-    task = asyncio.create_task(pipeline.serve_http(len(body), chunks_of(body)))
+    task = asyncio.create_task(pipeline.serve_http(len(body), chunks_reader(chunks_of(body))))
     await started.wait()
     assert pipeline.abort_in_flight() == 1
     answer = await task
@@ -182,7 +187,7 @@ async def test_a_detached_call_runs_to_its_end_when_the_client_goes_away(
 
     body = envelope("hold")
     meta = CallMeta(detach_on_cancel=True)
-    task = asyncio.create_task(pipeline.serve_http(len(body), chunks_of(body), meta))
+    task = asyncio.create_task(pipeline.serve_http(len(body), chunks_reader(chunks_of(body)), meta))
     while not pipeline.invoker.async_calls:  # noqa: ASYNC110 - polls a dict, not an event
         await asyncio.sleep(0.005)
     task.cancel()  # what Quart does when the client disconnects

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from metatwin_functions import ConfigurationError, Settings, load_settings
+from metatwin_functions.environ import parse_dotenv
 
 PASSWORD = "pa55-very-secret-w0rd"
 
@@ -157,7 +161,6 @@ def test_settings_are_frozen() -> None:
         ("CRBR_CONNECTION_TIMEOUT", "0"),
         ("CRBR_MAX_RETRIES", "-1"),
         ("CRBR_RETRY_DELAY", "0"),
-        ("CRBR_DEPLOYMENT_ID", ""),
     ],
 )
 def test_invalid_value_names_the_variable_and_hides_the_password(
@@ -294,3 +297,174 @@ def test_incomplete_events_warning_names_what_is_missing() -> None:
     assert password_only.incomplete_events_warning is not None
     assert "CRBR_RABBITMQ_PASSWORD is not set" in password_only.incomplete_events_warning
     assert Settings(enable_events=False, _env_file=None).incomplete_events_warning is None  # type: ignore[call-arg]
+
+
+# --- empty values, unknown names -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "field", "default"),
+    [
+        ("CRBR_FUNCTIONS_PORT", "functions_port", 8000),
+        ("CRBR_FUNCTIONS_TIMEOUT", "functions_timeout", 30),
+        ("CRBR_DEPLOYMENT_ID", "deployment_id", "local-dev"),
+        ("CRBR_ENABLE_EVENTS", "enable_events", True),
+        ("CRBR_FUNCTIONS_LOG_LEVEL", "functions_log_level", "INFO"),
+    ],
+)
+def test_an_empty_variable_means_the_default(
+    monkeypatch: pytest.MonkeyPatch, variable: str, field: str, default: object
+) -> None:
+    monkeypatch.setenv(variable, "")
+    assert getattr(load_settings(), field) == default
+
+
+def test_an_empty_dot_env_value_means_the_default(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("CRBR_FUNCTIONS_PORT=\nCRBR_MAX_RETRIES=''\n", encoding="utf-8")
+    settings = load_settings()
+    assert settings.functions_port == 8000
+    assert settings.max_retries == 5
+
+
+def test_an_empty_deployment_id_given_in_code_is_still_invalid() -> None:
+    with pytest.raises(ConfigurationError, match="CRBR_DEPLOYMENT_ID"):
+        Settings(deployment_id="")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"timeout": 5}, "unknown setting timeout (did you mean functions_timeout?)"),
+        ({"port": 18118}, "unknown setting port (did you mean functions_port?)"),
+        ({"functions_prot": 1}, "unknown setting functions_prot (did you mean functions_port?)"),
+        ({"zzz": 1}, "unknown setting zzz"),
+    ],
+)
+def test_an_unknown_name_in_code_is_an_error_with_a_hint(
+    overrides: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Settings(**overrides)  # type: ignore[arg-type]
+    assert str(caught.value) == f"Invalid configuration: {message}"
+    with pytest.raises(ConfigurationError, match="unknown setting"):
+        load_settings(**overrides)
+
+
+def test_every_unknown_name_in_code_is_named_at_once() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Settings(port=1, host="127.0.0.1")  # type: ignore[call-arg]
+    assert str(caught.value) == (
+        "Invalid configuration: unknown settings host (did you mean functions_host?), "
+        "port (did you mean functions_port?)"
+    )
+
+
+def test_configuration_error_carries_no_chained_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CRBR_FUNCTIONS_PORT", "eighty")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert caught.value.__cause__ is None
+    assert caught.value.__suppress_context__ is True
+
+
+def test_unknown_crbr_variables_are_recorded_and_warned_with_a_hint(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("CRBR_FUNCTONS_PORT", "9000")
+    (tmp_path / ".env").write_text("CRBR_NOT_A_SETTING_AT_ALL=1\n", encoding="utf-8")
+    settings = load_settings()
+    assert settings.functions_port == 8000
+    assert settings.unknown_variables == ("CRBR_FUNCTONS_PORT", "CRBR_NOT_A_SETTING_AT_ALL")
+    with caplog.at_level(logging.WARNING, logger="metatwin_functions.settings"):
+        settings.warn_unknown_variables()
+    assert [r.getMessage() for r in caplog.records] == [
+        "Ignoring unknown variable CRBR_FUNCTONS_PORT (did you mean CRBR_FUNCTIONS_PORT?): "
+        "it is not a setting",
+        "Ignoring unknown variable CRBR_NOT_A_SETTING_AT_ALL: it is not a setting",
+    ]
+
+
+def test_known_variables_leave_nothing_to_warn_about(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRBR_FUNCTIONS_PORT", "9000")
+    assert load_settings().unknown_variables == ()
+
+
+# --- .env format -----------------------------------------------------------------------------
+
+
+def test_dot_env_parser_reads_the_documented_format() -> None:
+    text = (
+        "# a comment\n"
+        "\n"
+        "CRBR_A=plain\n"
+        "export CRBR_B=exported\n"
+        "CRBR_C = spaced  # trailing comment\n"
+        "CRBR_D='single # quoted \\n kept'\n"
+        'CRBR_E="double \\"quoted\\" \\n line"  # comment\n'
+        "CRBR_F=a=b\n"
+        "CRBR_G=#not-a-comment\n"
+        "CRBR_H=     # only a comment\n"
+        "CRBR_I=a#b\n"
+    )
+    assert parse_dotenv(text) == {
+        "CRBR_A": "plain",
+        "CRBR_B": "exported",
+        "CRBR_C": "spaced",
+        "CRBR_D": "single # quoted \\n kept",
+        "CRBR_E": 'double "quoted" \n line',
+        "CRBR_F": "a=b",
+        "CRBR_G": "#not-a-comment",
+        "CRBR_H": "",
+        "CRBR_I": "a#b",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("CRBR_FUNCTIONS_PORT 8080\n", "line 1: expected KEY=VALUE"),
+        ("# ok\nCRBR_A='open\n", "line 2: the value has no closing '"),
+        ('CRBR_A="x" y\n', 'line 1: unexpected text after the closing "'),
+        ("=value\n", "line 1: expected KEY=VALUE"),
+    ],
+)
+def test_a_malformed_dot_env_line_is_an_error_naming_the_line(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    (tmp_path / ".env").write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert str(caught.value).startswith(f".env, {problem}")
+
+
+def test_another_env_file_can_be_named_or_none_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("CRBR_FUNCTIONS_PORT=8123\n", encoding="utf-8")
+    (tmp_path / "other.env").write_text("CRBR_FUNCTIONS_PORT=8124\n", encoding="utf-8")
+    assert Settings().functions_port == 8123
+    assert Settings(_env_file=tmp_path / "other.env").functions_port == 8124
+    assert Settings(_env_file=None).functions_port == 8000
+
+
+def test_no_dot_env_file_is_fine(tmp_path: Path) -> None:
+    assert not (tmp_path / ".env").exists()
+    assert load_settings().functions_port == 8000
+
+
+def test_settings_do_not_import_pydantic_settings() -> None:
+    code = (
+        "import sys, metatwin_functions, metatwin_functions.app; "
+        "metatwin_functions.load_settings(); "
+        "print('pydantic_settings' in sys.modules, 'dotenv' in sys.modules)"
+    )
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=root,
+        env={"PYTHONPATH": str(root)},
+    )
+    assert result.stdout.split() == ["False", "False"]

@@ -152,4 +152,14 @@ if __name__ == "__main__":
     # access_log stays uvicorn's default (on), as in the first SDK; BENCH_FASTAPI_ACCESS_LOG=0
     # switches it off to see what that line costs.
     access_log = os.environ.get("BENCH_FASTAPI_ACCESS_LOG", "1") != "0"
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log)
+    # h11 and asyncio's loop, as plain `uvicorn` (what that SDK declared) runs them: uvicorn's
+    # "auto" would pick httptools and uvloop wherever the SDK's [uvicorn] extra is installed.
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=access_log,
+        http="h11",
+        loop="asyncio",
+    )

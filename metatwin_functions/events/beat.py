@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from ..registry import FunctionRegistry
 from ..settings import Settings
@@ -50,6 +51,7 @@ class HealthBeat:
         self._outage = outage
         self._started_delivered = False
         self._beats_delivered = 0
+        self._last_healthy: float | None = None
         self._unrouted_warned: set[str] = set()
 
     @property
@@ -61,6 +63,11 @@ class HealthBeat:
     def beats_delivered(self) -> int:
         """Healthy beats the broker confirmed so far."""
         return self._beats_delivered
+
+    @property
+    def last_healthy_timestamp(self) -> float | None:
+        """``time.time()`` when the broker last confirmed a healthy beat, ``None`` before."""
+        return self._last_healthy
 
     async def run(self) -> None:
         """Deliver the started event, then beat until cancelled.
@@ -127,6 +134,7 @@ class HealthBeat:
             )
             if result.delivered:
                 self._beats_delivered += 1
+                self._last_healthy = time.time()
                 self._unrouted_warned.discard("healthy beat")
                 self._outage.recovered("RabbitMQ accepts healthy beats again")
                 self._logger.debug("Healthy beat delivered")

@@ -1,31 +1,22 @@
-"""The broker link: one robust aio-pika connection, a confirming channel and the topic exchange.
+"""The broker link: connect with back-off, keep `BrokerLink.connected` truthful, log outages once.
 
-aio-pika's ``connect_robust`` raises at once when the broker is down at start, and its
-``fail_fast=False`` mode leaks a task under a timeout, so the *first* connect is our own loop
-(bounded attempts, exponential back-off with jitter). Once connected, the robust connection
-reconnects by itself; we only listen to its callbacks to keep `BrokerLink.connected` truthful and
-to log an outage once, and its end once.
+The *first* connect is our own loop (bounded attempts, exponential back-off with jitter); once a
+session is open it reconnects by itself and tells the link through `LinkListener`. A broker that
+stops answering without closing the connection (a partition) closes nothing, so a watchdog asks it
+for one round trip whenever it has been quiet for half a heartbeat, and every publish whose
+confirmation does not come in time counts too: either marks the link down at once and resets the
+session so that it reconnects from scratch.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import random
-
-from aio_pika import ExchangeType
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractConnection,
-    AbstractExchange,
-    AbstractRobustConnection,
-)
-from aio_pika.connection import make_url
-from aio_pika.robust_connection import RobustConnection
+from collections.abc import Coroutine
 
 from ..settings import Settings
+from .transport import BrokerConnector, BrokerRefusedError, BrokerSession
 
 __all__ = ["MAX_BACKOFF", "BrokerLink", "OutageLog", "backoff_delay", "broker_address"]
 
@@ -75,24 +66,38 @@ class OutageLog:
 
 
 class BrokerLink:
-    """The connection to the broker and the exchange events are published to.
+    """The connection to the broker events are published to.
 
     Args:
-        settings: Complete broker settings (`Settings.events_configured` is true).
+        settings: Broker settings (retry knobs, timeouts, heartbeat).
         logger: Where connection problems are reported.
         outage: Shared with the beat, so one outage gives one warning.
+        connector: Opens sessions; defaults to the real RabbitMQ the settings name (aio-pika).
     """
 
-    def __init__(self, settings: Settings, logger: logging.Logger, outage: OutageLog) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        logger: logging.Logger,
+        outage: OutageLog,
+        connector: BrokerConnector | None = None,
+    ) -> None:
+        if connector is None:
+            from .aiopika import AioPikaConnector
+
+            connector = AioPikaConnector(settings, self._reconnect_interval)
         self._settings = settings
         self._logger = logger
         self._outage = outage
-        self._address = broker_address(settings)
-        self._connection: RobustConnection | None = None
-        self._channel: AbstractChannel | None = None
-        self._exchange: AbstractExchange | None = None
+        self._connector = connector
+        self._address = connector.address
+        self._session: BrokerSession | None = None
         self._up = asyncio.Event()
         self._closing = False
+        self._stale = False
+        self._resetting = False
+        self._last_answer = 0.0
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"BrokerLink({self._address!r}, connected={self.connected})"
@@ -105,20 +110,24 @@ class BrokerLink:
     @property
     def connected(self) -> bool:
         """True when a publish can go out right now (no I/O)."""
-        connection, channel = self._connection, self._channel
-        return (
-            self._up.is_set()
-            and connection is not None
-            and not connection.is_closed
-            and connection.connected.is_set()
-            and channel is not None
-            and not channel.is_closed
-        )
+        session = self._session
+        return self._up.is_set() and session is not None and session.is_open
 
     @property
-    def exchange(self) -> AbstractExchange | None:
-        """The declared exchange while connected, else ``None``."""
-        return self._exchange if self.connected else None
+    def session(self) -> BrokerSession | None:
+        """The open session while connected, else ``None``."""
+        return self._session if self.connected else None
+
+    @property
+    def detection_bound(self) -> float | None:
+        """Longest time, seconds, from a partition to ``connected`` turning false, or ``None``
+        when heartbeats are off (then only an unconfirmed publish reveals one).
+
+        The watchdog wakes every half heartbeat and probes when nothing came back during the
+        last half heartbeat; a probe waits one heartbeat: ``0.5 + 0.5 + 1`` heartbeats.
+        """
+        heartbeat = self._settings.rabbitmq_heartbeat
+        return 2.0 * heartbeat if heartbeat > 0 else None
 
     async def wait_connected(self) -> None:
         """Return once the link is (again) connected."""
@@ -134,132 +143,197 @@ class BrokerLink:
         ``connection_timeout``. Between attempts the delay starts at ``retry_delay`` and doubles up
         to 60 s, with jitter. ``max_retries`` does not stop the retries (events must resume when the
         broker comes back): the first failure is a WARNING, and once ``max_retries`` retries have
-        failed too, one ERROR says events stay paused; the attempts in between log at DEBUG.
+        failed too, one ERROR says events stay paused; the attempts in between log at DEBUG. A
+        refusal (wrong password, unknown vhost) is one ERROR that says so, once per reason.
         """
         settings = self._settings
         failures = 0
+        refusals: set[str] = set()
         while not self._closing:
             try:
-                await self._connect_once()
+                session = await self._connector.open(self, timeout=settings.connection_timeout)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 failures += 1
                 delay = backoff_delay(failures, settings.retry_delay)
-                reason = self._describe(exc)
-                if failures == settings.max_retries + 1:
-                    self._logger.error(
-                        "RabbitMQ %s still unreachable after %d attempts (%s); events stay paused, "
-                        "retrying every %.1f s at most",
-                        self._address,
-                        failures,
-                        reason,
-                        MAX_BACKOFF,
-                    )
-                elif failures == 1:
-                    self._logger.warning(
-                        "RabbitMQ %s unreachable (%s); events are paused, retrying in the "
-                        "background",
-                        self._address,
-                        reason,
-                    )
-                else:
-                    self._logger.debug(
-                        "RabbitMQ %s attempt %d failed (%s); next in %.2f s",
-                        self._address,
-                        failures,
-                        reason,
-                        delay,
-                    )
+                self._log_failure(exc, failures, delay, refusals)
                 await asyncio.sleep(delay)
-            else:
-                self._logger.info(
-                    "Connected to RabbitMQ %s, exchange %r%s",
+                continue
+            if self._closing:
+                await session.close(timeout=settings.connection_timeout)
+                return
+            self._session = session
+            self.note_answer()
+            self._up.set()
+            self._spawn(self._watch())
+            self._logger.info(
+                "Connected to RabbitMQ %s, exchange %r%s",
+                self._address,
+                settings.rabbitmq_exchange,
+                f" after {failures + 1} attempts" if failures else "",
+            )
+            return
+
+    def _log_failure(
+        self, exc: BaseException, failures: int, delay: float, refusals: set[str]
+    ) -> None:
+        """One WARNING for the first failure, one ERROR after ``max_retries``, one ERROR per
+        distinct refusal; DEBUG for the attempts in between, which never repeat a refusal."""
+        reason = self._describe(exc)
+        if isinstance(exc, BrokerRefusedError):
+            if reason not in refusals:
+                refusals.add(reason)
+                self._logger.error(
+                    "RabbitMQ %s refused the connection: %s; events stay paused, retrying in "
+                    "the background",
                     self._address,
-                    settings.rabbitmq_exchange,
-                    f" after {failures + 1} attempts" if failures else "",
+                    reason,
                 )
                 return
+            reason = "refused again, as said above"
+        elif failures == self._settings.max_retries + 1:
+            self._logger.error(
+                "RabbitMQ %s still unreachable after %d attempts (%s); events stay paused, "
+                "retrying every %.1f s at most",
+                self._address,
+                failures,
+                reason,
+                MAX_BACKOFF,
+            )
+            return
+        elif failures == 1:
+            self._logger.warning(
+                "RabbitMQ %s unreachable (%s); events are paused, retrying in the background",
+                self._address,
+                reason,
+            )
+            return
+        self._logger.debug(
+            "RabbitMQ %s attempt %d failed (%s); next in %.2f s",
+            self._address,
+            failures,
+            reason,
+            delay,
+        )
 
     async def close(self, budget: float) -> None:
         """Close the connection within ``budget`` seconds, also in the middle of an outage."""
         self._closing = True
         self._up.clear()
-        connection, self._connection = self._connection, None
-        self._channel = self._exchange = None
-        if connection is not None:
-            await _close_quietly(connection, budget)
+        tasks, self._tasks = self._tasks, set()
+        for task in tasks:
+            task.cancel()
+        session, self._session = self._session, None
+        if tasks:
+            await asyncio.wait(tasks, timeout=budget / 2)
+        if session is not None:
+            await session.close(timeout=max(0.05, budget / 2))
 
-    async def _connect_once(self) -> None:
-        settings = self._settings
-        password = settings.rabbitmq_password
-        url = make_url(
-            host=settings.rabbitmq_hostname or "",
-            port=settings.rabbitmq_port,
-            login=settings.rabbitmq_username or "",
-            password=password.get_secret_value() if password is not None else "",
-            virtualhost=settings.rabbitmq_vhost,
-        )
-        name = f"metatwin-functions {settings.deployment_id} pid={os.getpid()}"
-        connection = RobustConnection(
-            url,
-            client_properties={"connection_name": name},
-            reconnect_interval=self._reconnect_interval(),
-        )
-        timeout = settings.connection_timeout
-        try:
-            async with asyncio.timeout(timeout):
-                await connection.connect(timeout=timeout)
-                channel = connection.channel(publisher_confirms=True, on_return_raises=True)
-                await channel.initialize(timeout=timeout)
-                exchange = await channel.declare_exchange(
-                    settings.rabbitmq_exchange, ExchangeType.TOPIC, durable=True, timeout=timeout
-                )
-        except BaseException:
-            # Closing cancels the robust connection's own reconnect task: nothing leaks.
-            await _close_quietly(connection, timeout)
-            raise
-        if self._closing:
-            await _close_quietly(connection, timeout)
+    def note_answer(self) -> None:
+        """The broker answered (a confirm, a return, a nack): it is alive right now."""
+        self._last_answer = asyncio.get_running_loop().time()
+
+    def clock(self) -> float:
+        """The link's clock (the event loop's), for `suspect`'s ``since``."""
+        return asyncio.get_running_loop().time()
+
+    def suspect(self, reason: str, since: float) -> None:
+        """The broker did not answer in time: mark the link down and reconnect from scratch.
+
+        Called by the watchdog and by the publisher when a confirmation does not come. A partition
+        closes nothing, so without this the link would say "connected" for as long as it lasts.
+        ``since`` is when the unanswered request went out: if the broker answered anything after
+        it (the link came back meanwhile), the late timeout says nothing new and is ignored.
+        """
+        session = self._session
+        if self._closing or session is None or not self._up.is_set():
             return
-        connection.close_callbacks.add(self._on_lost)
-        connection.reconnect_callbacks.add(self._on_reconnected)
-        self._connection, self._channel, self._exchange = connection, channel, exchange
-        self._up.set()
-
-    def _reconnect_interval(self) -> float:
-        # aio-pika reconnects at a fixed interval; a fresh random one per outage spreads workers.
-        return backoff_delay(1, self._settings.retry_delay)
-
-    def _on_lost(self, connection: AbstractConnection | None, exc: BaseException | None, /) -> None:
-        if self._closing or connection is not self._connection:
+        if self._last_answer > since:
             return
         self._up.clear()
-        if self._connection is not None:
-            self._connection.reconnect_interval = self._reconnect_interval()
+        self._stale = True
+        self._outage.problem(
+            "RabbitMQ %s stopped answering (%s); events are paused until it is back",
+            self._address,
+            reason,
+        )
+        self._resetting = True
+        self._spawn(self._reset(session, TimeoutError(f"RabbitMQ stopped answering: {reason}")))
+
+    async def _reset(self, session: BrokerSession, reason: BaseException) -> None:
+        try:
+            await session.reset(reason, timeout=self._settings.connection_timeout)
+        finally:
+            self._resetting = False
+
+    # LinkListener: called by the session.
+
+    def on_lost(self, exc: BaseException | None, /) -> None:
+        """The session lost its connection and reconnects by itself."""
+        if self._closing:
+            return
+        self._up.clear()
         self._outage.problem(
             "Lost the connection to RabbitMQ %s (%s); events are paused until it is back",
             self._address,
             self._describe(exc),
         )
 
-    def _on_reconnected(self, connection: AbstractRobustConnection | None, /) -> None:
-        if self._closing or connection is not self._connection:
+    def on_restored(self) -> None:
+        """The session reconnected."""
+        if self._closing:
             return
+        self._stale = False
+        self.note_answer()
         self._up.set()
         self._outage.recovered("RabbitMQ %s is back; events resume", self._address)
+
+    async def _watch(self) -> None:
+        heartbeat = float(self._settings.rabbitmq_heartbeat)
+        if heartbeat <= 0:
+            return
+        period = heartbeat / 2
+        loop = asyncio.get_running_loop()
+        while not self._closing:
+            await asyncio.sleep(period)
+            session = self._session
+            if session is None or not session.is_open or self._resetting:
+                continue  # reconnecting: the session reports the outcome itself
+            if self._up.is_set() and loop.time() - self._last_answer < period:
+                continue  # a recent confirmation already proved the broker alive
+            sent = loop.time()
+            try:
+                await session.probe(timeout=heartbeat)
+            except asyncio.CancelledError:
+                raise
+            except TimeoutError:
+                self.suspect(f"no answer to a probe within {heartbeat:g} s", sent)
+                continue
+            except Exception as exc:  # it answered, with an error: alive, and being restored
+                self._logger.debug("RabbitMQ probe failed: %s", self._describe(exc))
+                continue
+            self.note_answer()
+            if self._stale and not self._up.is_set() and not self._resetting:
+                self.on_restored()  # the reset did not close it and it answers: use it again
+
+    def _spawn(self, coro: Coroutine[None, None, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _reconnect_interval(self) -> float:
+        # A fresh random interval per outage spreads workers that lost the broker together.
+        return backoff_delay(1, self._settings.retry_delay)
 
     def _describe(self, exc: BaseException | None) -> str:
         """A one-line reason, with the password masked should a library ever echo it."""
         if exc is None:
             return "closed"
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if isinstance(exc, BrokerRefusedError):
+            text = str(exc)
+        else:
+            text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         password = self._settings.rabbitmq_password
         secret = password.get_secret_value() if password is not None else ""
         return text.replace(secret, "******") if secret else text
-
-
-async def _close_quietly(connection: RobustConnection, budget: float) -> None:
-    with contextlib.suppress(Exception, TimeoutError):
-        async with asyncio.timeout(budget):
-            await connection.close()

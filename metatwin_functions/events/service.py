@@ -1,5 +1,8 @@
 """`EventsService`: the one object the runtime starts and stops to report to RabbitMQ.
 
+It publishes the deployment-started event and the healthy beat by itself, and the execution
+completed event when asked (`EventsService.publish_execution_completed`).
+
 Lifecycle: `EventsService.start` returns at once and leaves one background task that connects
 (retrying with back-off), delivers the started event and then beats. The request path never awaits
 the broker; `EventsService.connected` is a cheap read for ``/ready``. `EventsService.stop` is
@@ -20,6 +23,9 @@ Decisions:
       ``retry_delay`` seconds (jittered, at most 60 s).
     * ``connection_timeout`` bounds each connect attempt and every broker call (publish plus
       confirmation), so a beat never hangs.
+    * Partitions (the broker stops answering, nothing is closed): AMQP heartbeats
+      (``rabbitmq_heartbeat``) plus a watchdog that probes a quiet link every half heartbeat and
+      treats an unconfirmed publish as a sign; ``connected`` turns false within two heartbeats.
 """
 
 from __future__ import annotations
@@ -27,12 +33,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from ..registry import FunctionRegistry
 from ..settings import Settings
 from .beat import HealthBeat
 from .connection import BrokerLink, OutageLog
-from .publisher import EventPublisher
+from .payloads import Trigger, execution_completed_event, execution_completed_payload
+from .publisher import EventPublisher, EventsObserver, HeaderInjector
+from .transport import BrokerConnector
 
 __all__ = ["STOP_TIMEOUT", "EventsService"]
 
@@ -53,6 +63,11 @@ class EventsService:
         registry: The functions the events describe (read when each event is built).
         logger: Where the service logs; defaults to ``metatwin_functions.events``. Credentials are
             never logged: the broker is named ``host:port/vhost``.
+        observer: Told the outcome of every publish (``event_published(event, result)``).
+        header_injector: Called with each event's AMQP headers (a dict) to add some, e.g. the
+            current ``traceparent``.
+        broker: The broker to talk to; default the RabbitMQ the settings name. A test passes a
+            `metatwin_functions.testing.InMemoryBroker` (then no broker settings are needed).
     """
 
     def __init__(
@@ -60,19 +75,32 @@ class EventsService:
         settings: Settings,
         registry: FunctionRegistry,
         logger: logging.Logger | None = None,
+        *,
+        observer: EventsObserver | None = None,
+        header_injector: HeaderInjector | None = None,
+        broker: BrokerConnector | None = None,
     ) -> None:
         self._settings = settings
+        self._registry = registry
         self._logger = logger if logger is not None else logging.getLogger(_DEFAULT_LOGGER)
         self._task: asyncio.Task[None] | None = None
         self._started = False
         self._stopped = False
         self._link: BrokerLink | None = None
         self._beat: HealthBeat | None = None
-        if settings.events_configured:
+        self._publisher: EventPublisher | None = None
+        if settings.events_configured or (broker is not None and settings.enable_events):
             outage = OutageLog(self._logger)
-            self._link = BrokerLink(settings, self._logger, outage)
-            publisher = EventPublisher(self._link, timeout=settings.connection_timeout)
-            self._beat = HealthBeat(self._link, publisher, settings, registry, self._logger, outage)
+            self._link = BrokerLink(settings, self._logger, outage, broker)
+            self._publisher = EventPublisher(
+                self._link,
+                timeout=settings.connection_timeout,
+                observer=observer,
+                header_injector=header_injector,
+            )
+            self._beat = HealthBeat(
+                self._link, self._publisher, settings, registry, self._logger, outage
+            )
 
     def __repr__(self) -> str:
         broker = self._link.address if self._link is not None else None
@@ -99,6 +127,58 @@ class EventsService:
     def beats_delivered(self) -> int:
         """Healthy beats the broker confirmed so far."""
         return self._beat.beats_delivered if self._beat is not None else 0
+
+    @property
+    def last_healthy_timestamp(self) -> float | None:
+        """``time.time()`` of the last healthy beat the broker confirmed, ``None`` before."""
+        return self._beat.last_healthy_timestamp if self._beat is not None else None
+
+    async def publish_execution_completed(
+        self,
+        *,
+        execution_id: str,
+        function_name: str,
+        trigger: Trigger,
+        success: bool,
+        result: Any,
+        error: str | None,
+        metadata: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Publish the execution-completed event; True once the broker confirmed and routed it.
+
+        The arguments are the ``/exec`` answer (``success``, ``result``, ``error``, ``metadata``)
+        and what ran. ``headers`` are added to the message (e.g. the call's ``traceparent``).
+        Waits at most ``connection_timeout`` seconds and never raises: False means "not
+        delivered" (events off, broker down, returned, refused, or ``result`` not JSON).
+        """
+        publisher = self._publisher
+        if publisher is None or self._stopped or not self._started:
+            return False
+        try:
+            event = execution_completed_event(
+                execution_completed_payload(
+                    deployment_id=self._settings.deployment_id,
+                    execution_id=execution_id,
+                    function_name=function_name,
+                    trigger=trigger,
+                    success=success,
+                    result=result,
+                    error=error,
+                    metadata=metadata,
+                )
+            )
+            outcome = await publisher.publish(event, headers)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug here must never fail the call that asked
+            self._logger.exception("Execution completed event for %r not published", execution_id)
+            return False
+        if not outcome.delivered:
+            self._logger.debug(
+                "Execution completed event for %r not delivered: %s", execution_id, outcome.detail
+            )
+        return outcome.delivered
 
     async def start(self) -> None:
         """Start reporting in the background; returns at once, whatever the broker does.

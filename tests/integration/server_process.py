@@ -14,6 +14,12 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[2]
+RUNNERS = ("hypercorn", "uvicorn")
+
+
+def on(runner: str, **env: str) -> dict[str, str]:
+    """The environment that serves on ``runner`` (``CRBR_FUNCTIONS_SERVER``), plus ``env``."""
+    return {"CRBR_FUNCTIONS_SERVER": runner, **env}
 
 
 def free_port() -> int:

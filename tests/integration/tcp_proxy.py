@@ -1,8 +1,11 @@
 """A small asyncio TCP proxy the tests control, to simulate a broker that is down or restarting.
 
 The shared broker is never stopped: the code under test connects to the proxy, and the proxy
-forwards to the broker, refuses connections (nothing listens), or swallows them (accepts and never
-answers, like a black-holed host).
+forwards to the broker, refuses connections (nothing listens), swallows them (accepts and never
+answers, like a black-holed host), or partitions them: every open connection stays open but no
+byte crosses in either direction (held, not lost) and no RST is sent, as when a network path
+between client and broker fails; new connections hang the same way. Back to FORWARD, the held
+bytes flow again.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ class ProxyMode(enum.Enum):
     FORWARD = "forward"
     REFUSE = "refuse"
     BLACKHOLE = "blackhole"
+    PARTITION = "partition"
 
 
 class TcpProxy:
@@ -33,6 +37,8 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
 
     async def start(self, mode: ProxyMode = ProxyMode.FORWARD) -> None:
         """Pick a free port (kept for the proxy's life) and apply ``mode``."""
@@ -43,8 +49,12 @@ class TcpProxy:
         await self.set_mode(mode)
 
     async def set_mode(self, mode: ProxyMode) -> None:
-        """Switch mode; leaving FORWARD cuts every open connection."""
-        if mode is not ProxyMode.FORWARD:
+        """Switch mode; leaving FORWARD cuts every open connection, except for a PARTITION."""
+        if mode is ProxyMode.PARTITION:
+            self._flowing.clear()
+        else:
+            self._flowing.set()
+        if mode not in (ProxyMode.FORWARD, ProxyMode.PARTITION):
             self.cut()
         if mode is ProxyMode.REFUSE:
             await self._stop_listening()
@@ -75,6 +85,8 @@ class TcpProxy:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        if self.mode is ProxyMode.PARTITION:
+            await self._flowing.wait()  # held until the partition ends (or the test closes)
         if self.mode is not ProxyMode.FORWARD:
             return  # black hole: keep the socket open, never answer
         try:
@@ -96,10 +108,13 @@ class TcpProxy:
     ) -> None:
         try:
             while data := await source.read(65536):
+                await self._flowing.wait()  # a partition holds bytes; TCP back-pressure the rest
                 sink.write(data)
                 await sink.drain()
         except OSError:
             pass
+        try:
+            await self._flowing.wait()  # across a partition, even a close does not get through
         finally:
             for writer in pair:
                 writer.transport.abort()

@@ -12,6 +12,8 @@ from conftest import EventSink
 from server_process import ServerProcess, free_port
 
 from metatwin_functions.events import (
+    COMPLETED_PAYLOAD_TYPE,
+    COMPLETED_ROUTING_KEY,
     HEALTHY_PAYLOAD_TYPE,
     HEALTHY_ROUTING_KEY,
     STARTED_PAYLOAD_TYPE,
@@ -105,3 +107,42 @@ async def test_unreachable_broker_never_delays_serving(deployment_id: str) -> No
     warnings = [r for r in records if r["level"] in {"WARNING", "ERROR"}]
     assert len(warnings) == 1, warnings
     assert "Traceback" not in server.output
+
+
+async def test_http_calls_publish_the_completed_event_when_asked(
+    sink: EventSink, exchange_name: str, deployment_id: str
+) -> None:
+    await sink.bind_keys([COMPLETED_ROUTING_KEY])
+    env = broker_env(exchange_name, deployment_id) | {"CRBR_PUBLISH_HTTP_EXECUTIONS": "true"}
+    server = ServerProcess(*SERVE_EXAMPLES, env=env)
+    try:
+        await asyncio.to_thread(server.wait_ready)
+        await sink.wait_for(STARTED_ROUTING_KEY, timeout=10)
+        async with httpx.AsyncClient(base_url=server.base_url) as client:
+            answer = await client.post(
+                "/exec",
+                json={
+                    "executionId": "h-1",
+                    "functionName": "add_numbers",
+                    "args": {"a": 5, "b": 3},
+                },
+            )
+        assert answer.json()["result"] == 8
+        await sink.wait_for(COMPLETED_ROUTING_KEY, timeout=10)
+    finally:
+        server.stop()
+    envelope = EventSink.body(sink.of_kind(COMPLETED_ROUTING_KEY)[0])
+    assert envelope["payloadType"] == COMPLETED_PAYLOAD_TYPE
+    payload = envelope["payload"]
+    assert set(payload) == {
+        "deploymentId",
+        "executionId",
+        "functionName",
+        "trigger",
+        "success",
+        "result",
+        "error",
+        "metadata",
+    }
+    assert (payload["executionId"], payload["trigger"], payload["result"]) == ("h-1", "http", 8)
+    assert payload["metadata"]["executionId"] == "h-1"

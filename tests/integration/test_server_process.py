@@ -1,4 +1,4 @@
-"""The SDK as deployed: a real Hypercorn process, spoken to over HTTP."""
+"""The SDK as deployed: a real server process on each runner, spoken to over HTTP."""
 
 from __future__ import annotations
 
@@ -11,18 +11,30 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server_process import ServerProcess
+from server_process import RUNNERS, ServerProcess, on
 
 SERVE_EXAMPLES = ("-m", "metatwin_functions", "serve", "examples.simple_function")
+# The line each server writes once it listens: it must come out through the SDK's handler.
+LISTENING = {
+    "hypercorn": ("hypercorn.error", "Running on"),
+    "uvicorn": ("uvicorn.error", "Uvicorn running on"),
+}
 
 
 def call(name: str, execution_id: str = "it-1", /, **args: object) -> dict[str, object]:
     return {"executionId": execution_id, "functionName": name, "args": args}
 
 
+@pytest.fixture(params=RUNNERS)
+def runner(request: pytest.FixtureRequest) -> str:
+    """Every serving test runs on both servers (``CRBR_FUNCTIONS_SERVER``)."""
+    name: str = request.param
+    return name
+
+
 @pytest.fixture
-def server() -> Iterator[ServerProcess]:
-    process = ServerProcess(*SERVE_EXAMPLES)
+def server(runner: str) -> Iterator[ServerProcess]:
+    process = ServerProcess(*SERVE_EXAMPLES, env=on(runner))
     try:
         process.wait_ready()
         yield process
@@ -118,8 +130,8 @@ def test_sigterm_drains_calls_in_flight_and_exits_zero(server: ServerProcess) ->
     assert "draining" in server.output
 
 
-def test_deployed_logs_are_one_json_object_per_line() -> None:
-    process = ServerProcess(*SERVE_EXAMPLES, env={"CRBR_DEPLOYMENT_ID": "prod-42"})
+def test_deployed_logs_are_one_json_object_per_line(runner: str) -> None:
+    process = ServerProcess(*SERVE_EXAMPLES, env=on(runner, CRBR_DEPLOYMENT_ID="prod-42"))
     try:
         process.wait_ready()
         httpx.post(process.base_url + "/exec", json=call("add_numbers", "log-ok", a=1, b=2))
@@ -136,7 +148,11 @@ def test_deployed_logs_are_one_json_object_per_line() -> None:
         assert {"timestamp", "level", "message", "deployment_id"} <= record.keys()
         assert record["deployment_id"] == "prod-42"
         assert record["timestamp"].endswith(("Z", "+00:00"))
-    assert any(r["logger"] == "hypercorn.error" and "Running on" in r["message"] for r in records)
+    server_logger, listening = LISTENING[runner]
+    assert any(r["logger"] == server_logger and listening in r["message"] for r in records)
+    # No access log, and no field meant for a terminal (uvicorn's colour copy of its message).
+    assert not [r for r in records if r["logger"].endswith(".access")]
+    assert not [r for r in records if "color_message" in r]
     ok = next(r for r in records if r.get("execution_id") == "log-ok")
     assert (ok["function_name"], ok["status"], ok["level"]) == ("add_numbers", "success", "INFO")
     assert ok["duration_ms"] >= 0
@@ -146,8 +162,8 @@ def test_deployed_logs_are_one_json_object_per_line() -> None:
     assert "Traceback" in failed["exc_info"]
 
 
-def test_function_server_example_main_serves() -> None:
-    process = ServerProcess("examples/main.py")
+def test_function_server_example_main_serves(runner: str) -> None:
+    process = ServerProcess("examples/main.py", env=on(runner))
     try:
         process.wait_ready()
         answer = httpx.post(process.base_url + "/exec", json=call("multiply", x=2.5, y=4)).json()
@@ -158,8 +174,10 @@ def test_function_server_example_main_serves() -> None:
         process.stop()
 
 
-def test_mounted_app_example_serves_next_to_host_routes() -> None:
-    process = ServerProcess("examples/mounted_app.py", ready_path="/functions/ready")
+def test_mounted_app_example_serves_next_to_host_routes(runner: str) -> None:
+    process = ServerProcess(
+        "examples/mounted_app.py", env=on(runner), ready_path="/functions/ready"
+    )
     try:
         process.wait_ready()
         host = httpx.get(process.base_url + "/").json()
@@ -197,7 +215,7 @@ def test_hypercorn_command_line_serves_create_app_with_json_logs() -> None:
     assert sum("Running on" in record["message"] for record in records) == 1
 
 
-def test_sigterm_does_not_wait_for_threads_past_their_deadline(tmp_path: Path) -> None:
+def test_sigterm_does_not_wait_for_threads_past_their_deadline(runner: str, tmp_path: Path) -> None:
     (tmp_path / "stuck_functions.py").write_text(
         "import time\n"
         "from metatwin_functions import Function\n"
@@ -206,7 +224,11 @@ def test_sigterm_does_not_wait_for_threads_past_their_deadline(tmp_path: Path) -
         "    time.sleep(60)\n"
     )
     process = ServerProcess(
-        "-m", "metatwin_functions", "serve", "stuck_functions", env={"PYTHONPATH": str(tmp_path)}
+        "-m",
+        "metatwin_functions",
+        "serve",
+        "stuck_functions",
+        env=on(runner, PYTHONPATH=str(tmp_path)),
     )
     try:
         process.wait_ready()
