@@ -62,6 +62,8 @@ class FunctionRuntime:
         if settings.publish_http_executions and settings.events_configured:
             self.pipeline.on_http_call = self._publish_http_call
         self.state: RuntimeState = "starting"
+        #: Set when the drain begins: long-lived connections (WebSockets) close once idle.
+        self.draining = asyncio.Event()
         self._events_starting: asyncio.Task[None] | None = None
         self._watchdog = LoopWatchdog(self.invoker.async_calls)
 
@@ -167,6 +169,7 @@ class FunctionRuntime:
         """Refuse new calls and wait up to ``timeout`` s for calls in flight; True if none left."""
         if self.state == "ready":
             self.state = "draining"
+            self.draining.set()
             logger.info(
                 "Draining: refusing new calls, waiting for %d in flight", self.pipeline.in_flight
             )

@@ -25,6 +25,7 @@ from wsproto.events import (
     BytesMessage,
     CloseConnection,
     Ping,
+    Pong,
     RejectConnection,
     RejectData,
     Request,
@@ -150,6 +151,8 @@ class WebSocketClient:
         self.close_code: int | None = None
         #: Protocol pings from the server answered so far (keep-alive).
         self.pings_answered = 0
+        #: Protocol pongs received (answers to `ping`).
+        self.pongs_received = 0
         self._closing = False
         #: The URL it was opened with.
         self.url = ""
@@ -268,6 +271,15 @@ class WebSocketClient:
         finally:
             self._messages.extendleft(reversed(others))
 
+    async def ping(self) -> None:
+        """Send a protocol ping (keep-alive) and wait for its pong."""
+        expected = self.pongs_received + 1
+        self._writer.write(self._ws.send(Ping(payload=b"keep-alive")))
+        await self._writer.drain()
+        while self.pongs_received < expected:
+            if not await self.wait_for_data():
+                raise StreamRefusedError(self.close_code or 1006, "socket closed")
+
     def _absorb(self) -> None:
         for event in self._ws.events():
             if isinstance(event, TextMessage):
@@ -283,6 +295,8 @@ class WebSocketClient:
             elif isinstance(event, Ping):
                 self._writer.write(self._ws.send(event.response()))
                 self.pings_answered += 1
+            elif isinstance(event, Pong):
+                self.pongs_received += 1
             elif isinstance(event, CloseConnection):
                 if not self._closing:  # the server closes: answer its close frame
                     self._writer.write(self._ws.send(event.response()))

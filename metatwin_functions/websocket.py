@@ -47,6 +47,8 @@ SEND_BUFFER_FRAMES = 256
 MAX_CALLS_PER_SOCKET = 256
 #: Close code for a client that sends calls but does not read their answers.
 POLICY_VIOLATION = 1008
+#: Close code once a draining server has answered a socket's calls.
+GOING_AWAY = 1001
 
 logger = logging.getLogger("metatwin_functions.http")
 
@@ -72,11 +74,13 @@ class SocketSession:
         self._calls: dict[asyncio.Task[None], tuple[str, StreamSink]] = {}
         self._closing = False
         self.overflowed = False
+        #: The server is stopping: answers already queued are sent before the socket closes.
+        self.going_away = False
 
     @property
-    def calls_in_flight(self) -> int:
-        """Calls of this socket not answered yet."""
-        return len(self._calls)
+    def running_calls(self) -> list[asyncio.Task[None]]:
+        """The calls of this socket not answered yet."""
+        return list(self._calls)
 
     async def run(
         self,
@@ -90,6 +94,10 @@ class SocketSession:
                 if not self.handle(await receive()):
                     break
         finally:
+            if self.going_away:  # every call has ended: send what they answered, then close
+                self.channel.finish()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(sender), _CANCEL_WAIT)
             await self.aclose()
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -257,7 +265,21 @@ async def serve_websocket(runtime: FunctionRuntime) -> Response | None:
     )
     await websocket.accept()
     session = SocketSession(runtime.pipeline, meta, runtime.settings.functions_max_body_size)
-    await session.run(websocket.receive, websocket.send)
+    handler = asyncio.current_task()
+    assert handler is not None
+    watcher = asyncio.ensure_future(_close_when_drained(runtime, session, handler))
+    try:
+        await session.run(websocket.receive, websocket.send)
+    except asyncio.CancelledError:
+        if not session.going_away:
+            raise
+        handler.uncancel()
+    finally:
+        watcher.cancel()
+    if session.going_away:
+        with contextlib.suppress(Exception):  # the server may have closed it already
+            await websocket.close(GOING_AWAY, "server is stopping")
+        return None
     if session.overflowed:
         await websocket.close(POLICY_VIOLATION, "too many frames unread: read the answers")
         # Hypercorn still hands us what the client sent before it saw the close; left unread,
@@ -268,6 +290,18 @@ async def serve_websocket(runtime: FunctionRuntime) -> Response | None:
                 while True:
                     await websocket.receive()
     return None
+
+
+async def _close_when_drained(
+    runtime: FunctionRuntime, session: SocketSession, handler: asyncio.Task[Any]
+) -> None:
+    # A draining server refuses new calls (503 results) and lets those in flight end; then the
+    # socket is closed with 1001 rather than left for the server's grace period to cut.
+    await runtime.draining.wait()
+    while session.running_calls:
+        await asyncio.wait(session.running_calls)
+    session.going_away = True
+    handler.cancel()
 
 
 async def _handshake_refusal(

@@ -16,21 +16,14 @@ from metatwin_functions.settings import Settings
 
 
 @contextlib.asynccontextmanager
-async def live_server(
-    app: Quart, settings: Settings, *, ping_interval: float | None = None
-) -> AsyncIterator[str]:
-    """Serve ``app`` with our Hypercorn settings; yields ``127.0.0.1:PORT`` once it is ready.
-
-    WebSocket pings are off unless asked for: Hypercorn keeps a closed socket's connection until
-    its ping task's next tick, which would hold every test's shutdown for that long.
-    """
+async def live_server(app: Quart, settings: Settings) -> AsyncIterator[str]:
+    """Serve ``app`` with our Hypercorn settings; yields ``127.0.0.1:PORT`` once it is ready."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     config = hypercorn_config(settings)
     config.bind = [f"fd://{listener.detach()}"]  # Hypercorn owns (and closes) it now
-    config.websocket_ping_interval = ping_interval
     stop = asyncio.Event()
     server = asyncio.ensure_future(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
     try:

@@ -11,6 +11,7 @@ import pytest
 
 from metatwin_functions import FunctionRegistry, Settings, create_app, current_execution
 from metatwin_functions import websocket as ws_module
+from metatwin_functions.runtime import runtimes_of
 from metatwin_functions.stream_client import StreamRefusedError, WebSocketClient, stream_call
 from tests.live_server import live_server
 
@@ -412,14 +413,34 @@ async def test_the_handshake_needs_credentials_when_auth_is_on(registry: Functio
                 assert events[-1]["result"] == 3
 
 
-async def test_the_server_pings_idle_sockets(registry: FunctionRegistry) -> None:
+async def test_a_clients_protocol_pings_keep_the_socket_alive(ws: WebSocketClient) -> None:
+    for _ in range(3):
+        await asyncio.wait_for(ws.ping(), 5)
+    assert ws.pongs_received == 3
+    events = [event async for event in ws.call("add", {"a": 1, "b": 1}, execution_id="alive")]
+    assert events[-1]["result"] == 2
+
+
+async def test_a_draining_server_answers_the_calls_in_flight_then_closes_with_1001(
+    registry: FunctionRegistry,
+) -> None:
     settings = make_settings()
     app = create_app(registry, settings, configure_logs=False, docs=False)
-    async with live_server(app, settings, ping_interval=0.05) as address:
-        client = await WebSocketClient.connect(f"ws://{address}/ws")
-        try:
-            async with asyncio.timeout(5):
-                while client.pings_answered < 2:
-                    await client.wait_for_data()
-        finally:
-            await client.close()
+    async with (
+        live_server(app, settings) as address,
+        await WebSocketClient.connect(f"ws://{address}/ws") as client,
+    ):
+        await client.send(call("count_to", "in-flight", n=20, pause=0.01))
+        assert (await receive(client))["type"] == "item"
+        runtime = runtimes_of(app)["metatwin_functions"]
+        drained = asyncio.ensure_future(runtime.drain(5))
+        await client.send(call("add", "late", a=1, b=1))
+        results: dict[str, dict[str, Any]] = {}
+        while (event := await asyncio.wait_for(client.receive(), 5)) is not None:
+            if event["type"] == "result":
+                results[event["executionId"]] = event
+        assert results["in-flight"]["success"] is True
+        assert results["late"]["status"] == 503
+        assert results["late"]["metadata"]["errorKind"] == "unavailable"
+        assert client.close_code == 1001
+        assert await drained
