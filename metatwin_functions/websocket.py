@@ -26,7 +26,13 @@ from typing import Any
 from pydantic_core import from_json
 from quart import Response, websocket
 
-from .answers import Answer, envelope_error_answer, rejection_answer, too_large_answer
+from .answers import (
+    Answer,
+    envelope_error_answer,
+    internal_error_body,
+    rejection_answer,
+    too_large_answer,
+)
 from .envelope import ExecRequest, exec_request_from, failure_body
 from .errors import (
     CallRejectedError,
@@ -176,6 +182,10 @@ class SocketSession:
             # Cancelled before its function started (e.g. during authentication).
             task.uncancel()
             answer = _cancelled_answer(request)
+        except Exception:
+            # The pipeline turns everything a call does into an answer; this is our bug.
+            logger.exception("Unexpected error while serving a WebSocket call")
+            answer = Answer(500, internal_error_body())
         finally:
             # Out of the table before the result is queued: a late cancel cannot lose it.
             self._calls.pop(task, None)  # type: ignore[arg-type]
