@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from .deadline import Deadline
+
 __all__ = [
     "BodyTimeoutError",
     "BodyTooLargeError",
@@ -46,7 +48,7 @@ async def read_body(
     if declared is not None and declared > limit:
         raise BodyTooLargeError
     try:
-        async with asyncio.timeout(timeout):
+        with Deadline(asyncio.get_running_loop().time() + timeout):
             chunk, more = await next_chunk()
             if not more:  # the common case: the whole body in one piece
                 if len(chunk) > limit:

@@ -5,7 +5,7 @@ Used by the deployment-started event and by ``metatwin-functions describe``.
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 from .registry import FunctionRegistry, FunctionSpec
 
@@ -28,10 +28,13 @@ class FunctionPayload(TypedDict):
     description: str
     args: list[ArgumentPayload]
     returnType: str
+    #: Versioned names only (additive): the version described, and every version, ascending.
+    version: NotRequired[str]
+    versions: NotRequired[list[str]]
 
 
 def function_payload(spec: FunctionSpec) -> FunctionPayload:
-    """Describe one registered function the way the started event lists it."""
+    """Describe one definition of a function the way the started event lists it."""
     return {
         "name": spec.name,
         "description": spec.description,
@@ -49,5 +52,14 @@ def function_payload(spec: FunctionSpec) -> FunctionPayload:
 
 
 def functions_catalog(registry: FunctionRegistry) -> list[FunctionPayload]:
-    """Every registered function's entry, in registration order."""
-    return [function_payload(spec) for spec in registry]
+    """Each name's entry, in registration order: its highest version, and its versions."""
+    catalog: list[FunctionPayload] = []
+    for spec in registry:
+        entry = function_payload(spec)
+        if spec.version is not None:
+            entry["version"] = spec.version
+            entry["versions"] = [
+                other.version for other in registry.versions(spec.name) if other.version
+            ]
+        catalog.append(entry)
+    return catalog

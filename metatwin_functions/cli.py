@@ -1,12 +1,14 @@
-"""Command line: ``metatwin-functions serve|describe|call MODULE...``."""
+"""Command line: ``metatwin-functions serve|describe|call MODULE...`` and ``diff OLD NEW``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .envelope import ExecRequest
 from .errors import MetaTwinFunctionsError
@@ -46,11 +48,65 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe(_: argparse.Namespace) -> int:
+def _describe(args: argparse.Namespace) -> int:
+    if args.json:
+        print(json.dumps(_description(), indent=2, sort_keys=False))
+        return 0
     from .catalog import functions_catalog
 
     print(json.dumps(functions_catalog(default_registry), indent=2))
     return 0
+
+
+def _description() -> dict[str, Any]:
+    from .describe import describe_registry
+    from .settings import load_settings
+
+    return describe_registry(default_registry, load_settings().deployment_id)
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from .diff import diff_descriptions
+
+    sources = [args.old, args.new]
+    modules = [source for source in sources if not _is_description_file(source)]
+    try:
+        if len(modules) > 1:
+            raise SystemExit("error: compare a module against a saved 'describe --json' file")
+        if modules:
+            _import_modules(modules)
+        old, new = (
+            _description() if source in modules else _read_description(source) for source in sources
+        )
+        try:
+            changes = diff_descriptions(old, new)
+        except ValueError as exc:
+            raise SystemExit(f"error: {exc}") from exc
+    except SystemExit as exc:
+        # Exit 1 means "breaking"; input that cannot be read is another answer.
+        print(exc.code, file=sys.stderr)
+        return 2
+    for change in changes:
+        print(change)
+    breaking = sum(change.breaking for change in changes)
+    print(
+        f"{breaking} breaking change(s)"
+        if breaking
+        else f"no breaking change ({len(changes)} compatible change(s))"
+    )
+    return 1 if breaking else 0
+
+
+def _is_description_file(source: str) -> bool:
+    return os.path.isfile(source) and not source.endswith(".py")
+
+
+def _read_description(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as file:
+            return json.load(file)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: cannot read description '{path}': {exc}") from exc
 
 
 def _call(args: argparse.Namespace) -> int:
@@ -96,7 +152,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     describe = commands.add_parser("describe", help="print the functions as the platform sees them")
     describe.add_argument("modules", nargs="+")
+    describe.add_argument(
+        "--json",
+        action="store_true",
+        help="the stable description (argument schemas, versions) that 'diff' compares",
+    )
     describe.set_defaults(handler=_describe)
+
+    diff = commands.add_parser(
+        "diff",
+        help="compare two descriptions; exit 1 on a breaking change",
+        description="Compare OLD with NEW, each a 'describe --json' file or a module (one of "
+        "them a file). Prints every change; exits 1 if one breaks callers of OLD, 2 if an "
+        "input cannot be read.",
+    )
+    diff.add_argument("old", help="the deployed description (file) or module")
+    diff.add_argument("new", help="the new description (file) or module")
+    diff.set_defaults(handler=_diff, modules=[])
 
     call = commands.add_parser("call", help="call one function locally and print the response")
     call.add_argument("modules", nargs="+")
@@ -110,7 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``metatwin-functions`` and ``python -m metatwin_functions``."""
     args = build_parser().parse_args(argv)
     try:
-        _import_modules(args.modules)
+        if args.modules:  # diff imports its module side itself
+            _import_modules(args.modules)
         code: int = args.handler(args)
     except MetaTwinFunctionsError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -13,6 +13,7 @@ docs page is first requested, so start-up and memory do not pay for it either.
 from __future__ import annotations
 
 import functools
+import re
 from typing import TYPE_CHECKING, Any
 
 from quart import Quart, Response, render_template_string
@@ -65,22 +66,31 @@ def exec_openapi(registry: FunctionRegistry) -> tuple[dict[str, Any], dict[str, 
     """The ``/exec`` operation's request body and responses, and the component schemas they use."""
     components: dict[str, Any] = {}
     variants: list[dict[str, Any]] = []
-    for spec in registry:
+    for spec in registry.specs():  # feat/versions: every version is documented
         arguments = spec.signature.arguments_schema(ref_template="#/components/schemas/{model}")
         arguments.pop("title", None)
         components.update(arguments.pop("$defs", {}))
         component = f"Call_{spec.name}"
+        properties: dict[str, Any] = {
+            "executionId": {"type": "string"},
+            "functionName": {"const": spec.name},
+        }
+        if spec.version is not None:
+            component += "_" + re.sub(r"[^0-9A-Za-z]+", "_", spec.version)
+            highest = registry.get(spec.name) is spec
+            properties["version"] = {
+                "const": spec.version,
+                "description": "Optional for the highest version" if highest else "Required",
+            }
+        properties["args"] = arguments | {
+            "description": f"Arguments; returns {spec.signature.return_type}"
+        }
         components[component] = {
             "type": "object",
-            "title": spec.name,
+            "title": spec.name if spec.version is None else f"{spec.name} {spec.version}",
             "description": spec.description,
             "required": ["executionId", "functionName"],
-            "properties": {
-                "executionId": {"type": "string"},
-                "functionName": {"const": spec.name},
-                "args": arguments
-                | {"description": f"Arguments; returns {spec.signature.return_type}"},
-            },
+            "properties": properties,
         }
         variants.append({"$ref": f"#/components/schemas/{component}"})
     body = {"oneOf": variants} if variants else {"type": "object"}

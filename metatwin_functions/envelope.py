@@ -16,6 +16,7 @@ from .errors import EnvelopeError
 __all__ = [
     "MAX_EXECUTION_ID_LENGTH",
     "MAX_FUNCTION_NAME_LENGTH",
+    "MAX_VERSION_LENGTH",
     "ExecRequest",
     "exec_request_from",
     "failure_body",
@@ -27,6 +28,7 @@ __all__ = [
 
 MAX_EXECUTION_ID_LENGTH = 1024
 MAX_FUNCTION_NAME_LENGTH = 256
+MAX_VERSION_LENGTH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,9 @@ def exec_request_from(data: Any) -> ExecRequest:
     version = data.get("version")
     if version is not None and not isinstance(version, str):
         problems.append(f"'version' must be a string, got {_json_type(version)}")
+    elif version is not None and len(version) > MAX_VERSION_LENGTH:
+        # Not echoed in a not-found message: no request floods an answer or a log line.
+        problems.append(f"'version' is longer than {MAX_VERSION_LENGTH} characters")
     if problems:
         raise EnvelopeError(problems, execution_id)
     return ExecRequest(execution_id, function_name, args, version)  # type: ignore[arg-type]

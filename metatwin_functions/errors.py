@@ -97,12 +97,16 @@ class InvocationError(MetaTwinFunctionsError):
 
 
 class FunctionNotFoundError(InvocationError):
-    """No function is registered under the requested name."""
+    """No function is registered under the requested name (or not in the requested version)."""
 
     kind = "not_found"
 
-    def __init__(self, function_name: str) -> None:
-        super().__init__(f"Function '{function_name}' not found", function_name=function_name)
+    def __init__(self, function_name: str, version: str | None = None) -> None:
+        where = "" if version is None else f" version '{version}'"
+        super().__init__(
+            f"Function '{function_name}'{where} not found", function_name=function_name
+        )
+        self.version = version
 
 
 class InvalidArgumentsError(InvocationError):

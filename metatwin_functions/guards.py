@@ -36,7 +36,10 @@ if TYPE_CHECKING:
     from .metrics import CallMetrics
     from .pipeline import CallMeta
 
-__all__ = ["CallGuards", "CallObservation", "check_guard_settings"]
+__all__ = ["SCHEDULER", "CallGuards", "CallObservation", "check_guard_settings"]
+
+SCHEDULER = Principal("metatwin-functions:scheduler")
+"""The caller of schedule ticks (``current_execution().caller``) when authentication is on."""
 
 Invoke = Callable[[ExecRequest, Principal | None, "CallMeta"], Awaitable[CallOutcome]]
 
@@ -137,6 +140,9 @@ class CallGuards:
         """The caller, or None when auth is off; raises `UnauthorizedError`."""
         if self.authenticator is None:
             return None
+        if meta.trigger == "schedule":
+            # feat/versions: a tick comes from the deployment itself, never from a client.
+            return SCHEDULER
         principal: Principal = await self.authenticator.authenticate(
             meta.authorization, meta.api_key
         )
@@ -146,11 +152,11 @@ class CallGuards:
         self, request: ExecRequest, caller: Principal | None, meta: CallMeta, invoke: Invoke
     ) -> Answer:
         """Run ``invoke`` behind authorization, idempotency and the traffic limits."""
-        spec = self.registry.get(request.function_name)
+        spec = self.registry.get(request.function_name, request.version)
         if spec is None:  # answered as not found; nothing to reserve or limit
             missing = await invoke(request, caller, meta)
             return Answer(200, missing.body)
-        if spec.roles:
+        if spec.roles and meta.trigger != "schedule":  # a tick runs whatever roles the function has
             authorize(caller, spec)  # without auth configured, such a function is closed
         if meta.sink is not None and request.execution_id:
             return await self._streamed(spec, request, caller, meta, invoke)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import ValidationError
 
 from .context import ExecutionContext, Principal, _current
+from .deadline import Deadline
 from .envelope import ExecRequest, failure_body, serialize_result, success_body
 from .errors import (
     ExecutionCancelledError,
@@ -160,19 +161,19 @@ class Invoker:
             self._executor = None
 
     async def _run(self, request: ExecRequest, sink: StreamSink | None) -> bytes:
-        spec = self.registry.get(request.function_name)
+        spec = self.registry.get(request.function_name, request.version)
         if spec is None:
-            raise FunctionNotFoundError(request.function_name)
+            raise FunctionNotFoundError(request.function_name, request.version)
         kwargs = _validate_arguments(spec, request.args)
         timeout = self.settings.effective_timeout(spec.timeout)
         loop = asyncio.get_running_loop()
         ends = loop.time() + timeout
-        deadline = asyncio.timeout_at(ends)
+        deadline = Deadline(ends)
         task = asyncio.current_task()
         thread_call: asyncio.Future[Any] | None = None
         pump: ThreadedGenerator | None = None
         try:
-            async with deadline:
+            with deadline:
                 kind = spec.kind
                 if kind == "async":
                     if task is not None:

@@ -140,7 +140,7 @@ class TrafficLimits:
             self._bucket = _Bucket(rate, settings.functions_rate_limit, clock())
         # Keyed by id(spec): two versions of one name are two functions with their own limits.
         self._functions: dict[int, _FunctionLimits] = {}
-        for spec in registry:
+        for spec in registry.specs():  # every version: each has its own limits
             self._function(spec)
         self._enabled = (
             self._max_concurrency > 0

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, overload
 
 from .errors import RegistrationError
+from .schedules import Schedule, build_schedule
 from .signature import SignatureInfo, read_signature
+from .versions import add_definition, check_version, parse_requested_version, version_key
 
 __all__ = ["Function", "FunctionKind", "FunctionRegistry", "FunctionSpec", "default_registry"]
 
@@ -37,15 +39,28 @@ class FunctionSpec:
     max_concurrency: int | None = None
     #: Token-bucket rate limit such as ``"100/s"`` (None: no limit).
     rate_limit: str | None = None
-    #: How it runs; generators are collected by ``/exec`` and streamed by streams (feat/streams).
+    # --- versions and schedules (feat/versions) ---
+    #: PEP 440 version as declared (None: the name has a single, unversioned definition).
+    version: str | None = None
+    #: When the function runs by itself (None: only when called).
+    schedule: Schedule | None = None
+    # --- streams (feat/streams) ---
+    #: How it runs; generators are collected by ``/exec`` and streamed by streams.
     kind: FunctionKind = "sync"
 
 
 class FunctionRegistry:
-    """An ordered set of functions, addressed by name."""
+    """An ordered set of functions, addressed by name and, where declared, by version.
+
+    Iteration semantics (feat/versions): ``for spec in registry``, ``len(registry)`` and `names`
+    see one entry per name, in the order names were first registered, that entry being the
+    name's highest version (what a call without ``version`` runs). `specs` lists every version
+    of every name; `versions` the versions of one name, ascending.
+    """
 
     def __init__(self) -> None:
-        self._specs: dict[str, FunctionSpec] = {}
+        # Per name, its definitions in ascending version order (one, unversioned, or versioned).
+        self._specs: dict[str, list[FunctionSpec]] = {}
 
     def register(
         self,
@@ -58,16 +73,11 @@ class FunctionRegistry:
     ) -> FunctionSpec:
         """Register ``func`` and return its spec; `RegistrationError` if it cannot be served.
 
-        ``options`` are `build_spec`'s: ``roles``, ``max_concurrency``, ``rate_limit``.
+        ``options`` are `build_spec`'s: ``roles``, ``max_concurrency``, ``rate_limit``,
+        ``version``, ``schedule``, ``every``, ``schedule_args``.
         """
         spec = build_spec(func, name=name, description=description, timeout=timeout, **options)
-        existing = self._specs.get(spec.name)
-        if existing is not None and not _same_definition(existing.func, func):
-            raise RegistrationError(
-                f"A function named '{spec.name}' is already registered "
-                f"({_where(existing.func)}); pick another name for {_where(func)}"
-            )
-        self._specs[spec.name] = spec
+        self._specs[spec.name] = add_definition(self._specs.get(spec.name, []), spec)
         return spec
 
     def function(
@@ -86,13 +96,45 @@ class FunctionRegistry:
 
         return decorate
 
-    def get(self, name: str) -> FunctionSpec | None:
-        """The spec registered under ``name``, or ``None``."""
-        return self._specs.get(name)
+    def get(self, name: str, version: str | None = None) -> FunctionSpec | None:
+        """The spec called ``name``: its highest version, or exactly ``version``; else None.
 
-    def unregister(self, name: str) -> None:
-        """Forget the function registered under ``name`` (no error if there is none)."""
-        self._specs.pop(name, None)
+        ``version`` matches under PEP 440 equality (``"1.2"`` finds ``"1.2.0"``); an
+        unversioned function has no version to match.
+        """
+        specs = self._specs.get(name)
+        if not specs:
+            return None
+        if version is None:
+            return specs[-1]
+        wanted = parse_requested_version(version)
+        if wanted is None:
+            return None
+        for spec in specs:
+            if spec.version is not None and version_key(spec.version) == wanted:
+                return spec
+        return None
+
+    def versions(self, name: str) -> list[FunctionSpec]:
+        """Every definition of ``name``, lowest version first (empty if none)."""
+        return list(self._specs.get(name, ()))
+
+    def specs(self) -> list[FunctionSpec]:
+        """Every registered definition: names in registration order, versions ascending."""
+        return [spec for specs in self._specs.values() for spec in specs]
+
+    def unregister(self, name: str, version: str | None = None) -> None:
+        """Forget ``name`` (every version, or only ``version``); no error if it is not there."""
+        if version is None:
+            self._specs.pop(name, None)
+            return
+        spec = self.get(name, version)
+        if spec is not None:
+            remaining = [other for other in self._specs[name] if other is not spec]
+            if remaining:
+                self._specs[name] = remaining
+            else:
+                del self._specs[name]
 
     def clear(self) -> None:
         """Forget every function."""
@@ -100,11 +142,12 @@ class FunctionRegistry:
 
     @property
     def names(self) -> list[str]:
-        """Registered names in registration order."""
+        """Registered names in registration order, each once."""
         return list(self._specs)
 
     def __iter__(self) -> Iterator[FunctionSpec]:
-        return iter(list(self._specs.values()))
+        """The highest version of each name, in registration order (see the class docs)."""
+        return iter([specs[-1] for specs in self._specs.values()])
 
     def __len__(self) -> int:
         return len(self._specs)
@@ -129,6 +172,10 @@ def build_spec(
     roles: Iterable[str] | None = None,
     max_concurrency: int | None = None,
     rate_limit: str | None = None,
+    version: str | None = None,
+    schedule: str | None = None,
+    every: float | None = None,
+    schedule_args: Mapping[str, Any] | None = None,
 ) -> FunctionSpec:
     """Inspect ``func`` once and build its `FunctionSpec`."""
     if not callable(func) or isinstance(func, type):
@@ -165,6 +212,9 @@ def build_spec(
     if rate_limit is not None:
         _check_rate(resolved_name, rate_limit)
     kind = _kind(func)  # feat/streams: generators are served (collected or streamed)
+    # feat/versions: checked before the signature is read, so a bad version is named first.
+    checked_version = None if version is None else check_version(resolved_name, version)
+    signature = read_signature(func, resolved_name)
     return FunctionSpec(
         name=resolved_name,
         description=_first_docstring_line(func) if description is None else description,
@@ -172,10 +222,12 @@ def build_spec(
         is_async=kind in ("async", "async_generator"),
         kind=kind,
         timeout=None if timeout is None else float(timeout),
-        signature=read_signature(func, resolved_name),
+        signature=signature,
         roles=role_set,
         max_concurrency=max_concurrency,
         rate_limit=rate_limit,
+        version=checked_version,
+        schedule=build_schedule(resolved_name, signature, schedule, every, schedule_args),
     )
 
 
@@ -215,6 +267,10 @@ def Function(
     roles: Iterable[str] | None = None,
     max_concurrency: int | None = None,
     rate_limit: str | None = None,
+    version: str | None = None,
+    schedule: str | None = None,
+    every: float | None = None,
+    schedule_args: Mapping[str, Any] | None = None,
 ) -> Callable[[F], F]: ...
 @overload
 def Function(
@@ -226,6 +282,10 @@ def Function(
     roles: Iterable[str] | None = None,
     max_concurrency: int | None = None,
     rate_limit: str | None = None,
+    version: str | None = None,
+    schedule: str | None = None,
+    every: float | None = None,
+    schedule_args: Mapping[str, Any] | None = None,
 ) -> Callable[[F], F]: ...
 def Function(  # noqa: N802 - the contract's name for the decorator
     func_or_name: Any = None,
@@ -238,13 +298,20 @@ def Function(  # noqa: N802 - the contract's name for the decorator
     roles: Iterable[str] | None = None,
     max_concurrency: int | None = None,
     rate_limit: str | None = None,
+    version: str | None = None,
+    schedule: str | None = None,
+    every: float | None = None,
+    schedule_args: Mapping[str, Any] | None = None,
 ) -> Any:
     """Register a function to be served.
 
     Every form works: ``@Function``, ``@Function()``, ``@Function("name")`` and
     ``@Function(name=..., description=..., timeout=..., registry=...)``. ``roles`` restricts the
     function to callers holding one of them; ``max_concurrency`` and ``rate_limit`` (``"100/s"``,
-    ``"20/m"``, ``"5/h"``) cap its calls in this process. The name defaults to the
+    ``"20/m"``, ``"5/h"``) cap its calls in this process. ``version`` (PEP 440, e.g.
+    ``"1.2.0"``) lets several definitions of one name sit side by side: a call picks one with
+    its envelope's ``version``, else the highest runs. ``schedule`` (5-field cron, UTC) or
+    ``every`` (seconds) runs the function by itself with ``schedule_args``. The name defaults to the
     function's ``__name__``, the description to the first line of its docstring, the timeout to
     ``CRBR_FUNCTIONS_TIMEOUT``; no timeout exceeds ``CRBR_FUNCTIONS_MAX_TIMEOUT``. The function is
     returned unchanged, so it stays callable as before.
@@ -256,6 +323,10 @@ def Function(  # noqa: N802 - the contract's name for the decorator
         "roles": roles,
         "max_concurrency": max_concurrency,
         "rate_limit": rate_limit,
+        "version": version,
+        "schedule": schedule,
+        "every": every,
+        "schedule_args": schedule_args,
     }
     if func_or_name is not None and not isinstance(func_or_name, str):
         target.register(func_or_name, name=name, **options)
@@ -284,17 +355,3 @@ def _first_docstring_line(func: Callable[..., Any]) -> str:
     if not doc:
         return ""
     return doc.strip().splitlines()[0].strip()
-
-
-def _same_definition(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
-    # A module imported twice (e.g. as a script and as a module) re-registers the same code.
-    return a is b or (
-        getattr(a, "__module__", None) == getattr(b, "__module__", None)
-        and getattr(a, "__qualname__", None) == getattr(b, "__qualname__", None)
-    )
-
-
-def _where(func: Callable[..., Any]) -> str:
-    module = getattr(func, "__module__", "?")
-    qualname = getattr(func, "__qualname__", repr(func))
-    return f"{module}.{qualname}"

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .events import EventsService
     from .idempotency import IdempotencyStore
     from .metrics import PrometheusMetrics
+    from .scheduler import Clock, Scheduler
 
 __all__ = ["FunctionRuntime", "RuntimeState", "runtimes_of"]
 
@@ -43,6 +44,7 @@ class FunctionRuntime:
         settings: Settings,
         *,
         idempotency_store: IdempotencyStore | None = None,
+        schedule_clock: Clock | None = None,
     ) -> None:
         self.registry = registry
         self.settings = settings
@@ -66,6 +68,9 @@ class FunctionRuntime:
         self.draining = asyncio.Event()
         self._events_starting: asyncio.Task[None] | None = None
         self._watchdog = LoopWatchdog(self.invoker.async_calls)
+        # feat/versions: schedules (None when no function has one).
+        self.scheduler: Scheduler | None = None
+        self._schedule_clock = schedule_clock  # tests drive ticks with their own clock
 
     def _metrics(self) -> PrometheusMetrics | None:
         if not self.settings.metrics_enabled:
@@ -100,7 +105,7 @@ class FunctionRuntime:
             )
         elif self.settings.incomplete_events_warning is not None:
             logger.warning(self.settings.incomplete_events_warning)
-        closed = [spec.name for spec in self.registry if spec.roles]
+        closed = sorted({spec.name for spec in self.registry.specs() if spec.roles})
         if closed and self.guards.authenticator is None:
             logger.warning(
                 "Function(s) %s require roles but no authentication is configured "
@@ -115,6 +120,36 @@ class FunctionRuntime:
             ", ".join(self.registry.names) or "(none registered)",
             extra={"function_count": len(self.registry)},
         )
+        await self._start_schedules()
+
+    # --- schedules (feat/versions) -------------------------------------------------------
+
+    async def _start_schedules(self) -> None:
+        scheduled = [spec for spec in self.registry.specs() if spec.schedule is not None]
+        if not scheduled:
+            return
+        from .leadership import BrokerLeadership, Leadership, LocalLeadership
+        from .scheduler import Scheduler
+
+        leadership: Leadership
+        if self.settings.missing_rabbitmq_settings:
+            leadership = LocalLeadership()
+            logger.warning(
+                "No RabbitMQ broker is configured to elect the replica that runs the schedules: "
+                "this process runs them (%d function(s)); with several replicas, each would",
+                len(scheduled),
+            )
+        else:
+            leadership = BrokerLeadership(self.settings)
+        self.scheduler = Scheduler(
+            scheduled,
+            self.pipeline,
+            leadership,
+            publish=lambda request, body: self.publish_completed(request, body, "schedule"),
+            clock=self._schedule_clock,
+            metrics=self.metrics,
+        )
+        await self.scheduler.start()
 
     async def _start_events(self) -> None:
         # aio-pika takes ~0.1 s to import: load it in a thread once the server is up, so that
@@ -173,6 +208,8 @@ class FunctionRuntime:
             logger.info(
                 "Draining: refusing new calls, waiting for %d in flight", self.pipeline.in_flight
             )
+        if self.scheduler is not None:
+            await self.scheduler.pause()  # feat/versions: another replica takes the schedules
         return await self.pipeline.wait_idle(timeout)
 
     def abort(self) -> None:
@@ -185,6 +222,8 @@ class FunctionRuntime:
         """Stop the events service and release the thread pool."""
         self.state = "stopped"
         await self._watchdog.stop()
+        if self.scheduler is not None:
+            await self.scheduler.stop()  # feat/versions: before events, so runs can publish
         if self._events_starting is not None and not self._events_starting.done():
             self._events_starting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -215,6 +254,16 @@ class FunctionRuntime:
             "rabbitmq_connected": self.rabbitmq_connected,
             "sync_threads_abandoned": self.invoker.threads_abandoned,
             "saturated": self.guards.saturated,
+            **self._schedules_ready(),
+        }
+
+    def _schedules_ready(self) -> dict[str, Any]:
+        # feat/versions: additive keys, only when schedules exist.
+        if self.scheduler is None:
+            return {}
+        return {
+            "schedules": self.scheduler.status(),
+            "schedules_leader": self.scheduler.is_leader,
         }
 
 

@@ -58,6 +58,18 @@ class SignatureInfo:
     arguments_adapter: TypeAdapter[dict[str, Any]]
     accepts_extra: bool
     defaults: dict[str, Any]
+    #: The return annotation as written (``inspect.Parameter.empty`` when there is none).
+    return_hint: Any = inspect.Parameter.empty
+
+    def return_schema(self) -> dict[str, Any] | None:
+        """JSON Schema of the returned value (``{}`` without a hint); None if pydantic has none."""
+        if self.return_hint is inspect.Parameter.empty:
+            return {}
+        try:
+            schema: dict[str, Any] = TypeAdapter(self.return_hint).json_schema(mode="serialization")
+        except Exception:
+            return None
+        return schema
 
     def arguments_schema(self, ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
         """JSON Schema of the ``args`` object, with each parameter's default where JSON has one.
@@ -175,6 +187,7 @@ def read_signature(func: Callable[..., Any], name: str) -> SignatureInfo:
     return SignatureInfo(
         arguments=tuple(arguments),
         return_type=type_string(return_hint),
+        return_hint=return_hint,
         arguments_adapter=adapter,
         accepts_extra=accepts_extra,
         defaults=defaults,

@@ -42,7 +42,7 @@ _STOPPED_BODY = to_json(
 
 def drain_timeout(settings: Settings, registry: FunctionRegistry) -> float:
     """How long a drain may wait: the longest deadline any call can have, plus a second."""
-    deadlines = [settings.effective_timeout(spec.timeout) for spec in registry]
+    deadlines = [settings.effective_timeout(spec.timeout) for spec in registry.specs()]
     return max([settings.effective_timeout(None), *deadlines]) + 1.0
 
 
