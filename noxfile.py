@@ -70,3 +70,13 @@ def bench(session: nox.Session) -> None:
         session.run("apt-get", "install", "-y", "-qq", "wrk", external=True)
     session.install("-e", ".[uvicorn]", "-r", "benchmarks/requirements.txt")
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session(name="bench-amqp", python="3.11")
+def bench_amqp(session: nox.Session) -> None:
+    """Execution over RabbitMQ: throughput, CPU per call, latency, scaling by replicas.
+
+    Needs the broker on 127.0.0.1:5672 (guest/guest); ``-- --quick`` for a short run.
+    """
+    session.install("-e", ".")
+    session.run("python", "benchmarks/amqp_bench.py", *session.posargs)

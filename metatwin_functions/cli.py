@@ -110,8 +110,19 @@ def _read_description(path: str) -> Any:
 
 
 def _call(args: argparse.Namespace) -> int:
+    if args.url or args.amqp:
+        from .cli_remote import call_remote
+
+        return call_remote(args)
     from .invocation import Invoker
     from .settings import load_settings
+
+    if args.function is None:  # a usage error, like argparse's own (exit status 2)
+        print(
+            "error: --function is required (or call a running deployment: --url / --amqp)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
 
     try:
         call_args = json.loads(args.args)
@@ -170,10 +181,17 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("new", help="the new description (file) or module")
     diff.set_defaults(handler=_diff, modules=[])
 
-    call = commands.add_parser("call", help="call one function locally and print the response")
-    call.add_argument("modules", nargs="+")
-    call.add_argument("--function", "-f", required=True, help="the function's name")
+    call = commands.add_parser(
+        "call",
+        help="call one function and print the response: in-process (MODULE... --function NAME) "
+        "or of a running deployment (--url URL | --amqp URL, then NAME key=value ...)",
+    )
+    call.add_argument("modules", nargs="+", metavar="MODULE | NAME key=value")
+    call.add_argument("--function", "-f", help="in-process: the function's name")
     call.add_argument("--args", "-a", default="{}", help="arguments as a JSON object")
+    from .cli_remote import add_remote_arguments
+
+    add_remote_arguments(call)
     call.set_defaults(handler=_call)
     return parser
 
@@ -182,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``metatwin-functions`` and ``python -m metatwin_functions``."""
     args = build_parser().parse_args(argv)
     try:
-        if args.modules:  # diff imports its module side itself
+        remote = getattr(args, "url", None) or getattr(args, "amqp", None)
+        if args.modules and not remote:  # diff imports its module side itself
             _import_modules(args.modules)
         code: int = args.handler(args)
     except MetaTwinFunctionsError as exc:

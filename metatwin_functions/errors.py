@@ -10,6 +10,8 @@ from typing import Literal
 
 __all__ = [
     "CallRejectedError",
+    "ClientError",
+    "ClientTimeoutError",
     "ConcurrencyLimitedError",
     "ConfigurationError",
     "EnvelopeError",
@@ -43,6 +45,8 @@ ErrorKind = Literal[
     "concurrency_limited",
     "rate_limited",
     "idempotency_conflict",
+    # An AMQP message delivered too often (it is dead-lettered, not run again).
+    "delivery_limit",
     # The call ran (or was looked up) and did not succeed.
     "not_found",
     "invalid_arguments",
@@ -277,3 +281,12 @@ class UnavailableError(CallRejectedError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, headers={"Retry-After": "1"})
+
+
+class ClientError(MetaTwinFunctionsError):
+    """A call made with `metatwin_functions.client` got no contract answer (nobody listening,
+    connection lost, a body that is not the ``/exec`` shape)."""
+
+
+class ClientTimeoutError(ClientError, TimeoutError):
+    """A call made with `metatwin_functions.client` got no answer before its deadline."""

@@ -138,7 +138,7 @@ class CallGuards:
 
     async def authenticate(self, request: ExecRequest, meta: CallMeta) -> Principal | None:
         """The caller, or None when auth is off; raises `UnauthorizedError`."""
-        if self.authenticator is None:
+        if self.authenticator is None or meta.trusted:
             return None
         if meta.trigger == "schedule":
             # feat/versions: a tick comes from the deployment itself, never from a client.
@@ -156,7 +156,9 @@ class CallGuards:
         if spec is None:  # answered as not found; nothing to reserve or limit
             missing = await invoke(request, caller, meta)
             return Answer(200, missing.body)
-        if spec.roles and meta.trigger != "schedule":  # a tick runs whatever roles the function has
+        # A schedule tick (the deployment's own) and an AMQP message (the broker's permissions
+        # guard the queue) run whatever roles the function has.
+        if spec.roles and not meta.trusted and meta.trigger != "schedule":
             authorize(caller, spec)  # without auth configured, such a function is closed
         if meta.sink is not None and request.execution_id:
             return await self._streamed(spec, request, caller, meta, invoke)

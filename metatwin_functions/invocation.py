@@ -112,12 +112,14 @@ class Invoker:
         caller: Principal | None = None,
         *,
         cold_start: bool = False,
+        timeout: float | None = None,
         sink: StreamSink | None = None,
     ) -> CallOutcome:
         """Serve one call; never raises for anything the function or its arguments do.
 
-        With a ``sink`` (a stream), a generator's items and the function's progress go to it,
-        and a cancellation the sink's transport asked for ends the call as ``cancelled``.
+        ``timeout`` (seconds) shortens the function's deadline, never lengthens it. With a
+        ``sink`` (a stream), a generator's items and the function's progress go to it, and a
+        cancellation the sink's transport asked for ends the call as ``cancelled``.
         """
         started = time.perf_counter()
         token = _current.set(
@@ -127,7 +129,7 @@ class Invoker:
             sink.start(request.execution_id)
         try:
             try:
-                result_json = await self._run(request, sink)
+                result_json = await self._run(request, timeout, sink)
             except InvocationError as error:
                 return self._failed(request, error, started, cold_start)
             duration = time.perf_counter() - started
@@ -160,12 +162,16 @@ class Invoker:
             self._retired.append(self._executor)
             self._executor = None
 
-    async def _run(self, request: ExecRequest, sink: StreamSink | None) -> bytes:
+    async def _run(
+        self, request: ExecRequest, limit: float | None, sink: StreamSink | None
+    ) -> bytes:
         spec = self.registry.get(request.function_name, request.version)
         if spec is None:
             raise FunctionNotFoundError(request.function_name, request.version)
         kwargs = _validate_arguments(spec, request.args)
         timeout = self.settings.effective_timeout(spec.timeout)
+        if limit is not None and limit < timeout:
+            timeout = max(limit, 0.0)
         loop = asyncio.get_running_loop()
         ends = loop.time() + timeout
         deadline = Deadline(ends)

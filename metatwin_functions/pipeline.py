@@ -56,6 +56,12 @@ class CallMeta:
     #: Keep the call running if the transport's task is cancelled (a client that went away
     #: from a plain ``/exec``), so a retry of its executionId can still join it.
     detach_on_cancel: bool = False
+    #: The transport vouches for the caller (the broker's permissions guard an AMQP queue):
+    #: no authentication and no role check.
+    trusted: bool = False
+    #: The caller's own limit in seconds (an AMQP message's ``expiration``): the call's deadline
+    #: is the smaller of this and the function's.
+    timeout: float | None = None
     #: Where a stream's partial output goes (items, progress); None for a call answered once.
     #: A call with a sink is a stream: it is neither replayed nor joined (see `CallGuards`).
     sink: StreamSink | None = None
@@ -233,7 +239,9 @@ class CallPipeline:
     ) -> CallOutcome:
         cold = take_cold_start()
         with self.guards.observe_call(request, meta) as observed:
-            outcome = await self.invoker.invoke(request, caller, cold_start=cold, sink=meta.sink)
+            outcome = await self.invoker.invoke(
+                request, caller, cold_start=cold, timeout=meta.timeout, sink=meta.sink
+            )
             observed.finish(outcome)
         return outcome
 

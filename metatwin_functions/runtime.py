@@ -22,6 +22,7 @@ from .watchdog import LoopWatchdog
 if TYPE_CHECKING:
     from quart import Quart
 
+    from .amqp import ExecConsumer
     from .events import EventsService
     from .idempotency import IdempotencyStore
     from .metrics import PrometheusMetrics
@@ -33,6 +34,9 @@ RuntimeState = Literal["starting", "ready", "draining", "stopped"]
 EXTENSION_KEY = "metatwin_functions"
 
 logger = logging.getLogger("metatwin_functions.runtime")
+
+#: How long an AMQP call waits for a disconnected events link before its message is requeued.
+AMQP_EVENT_PATIENCE = 30.0
 
 
 class FunctionRuntime:
@@ -67,6 +71,9 @@ class FunctionRuntime:
         #: Set when the drain begins: long-lived connections (WebSockets) close once idle.
         self.draining = asyncio.Event()
         self._events_starting: asyncio.Task[None] | None = None
+        # Execution over RabbitMQ (CRBR_AMQP_EXEC_ENABLED): the queue consumer, loaded like events.
+        self.amqp: ExecConsumer | None = None
+        self._amqp_starting: asyncio.Task[None] | None = None
         self._watchdog = LoopWatchdog(self.invoker.async_calls)
         # feat/versions: schedules (None when no function has one).
         self.scheduler: Scheduler | None = None
@@ -105,6 +112,15 @@ class FunctionRuntime:
             )
         elif self.settings.incomplete_events_warning is not None:
             logger.warning(self.settings.incomplete_events_warning)
+        if self.settings.amqp_exec_configured:
+            self._amqp_starting = asyncio.create_task(
+                self._start_amqp(), name="metatwin-functions-amqp-start"
+            )
+        elif self.settings.amqp_exec_enabled:
+            logger.warning(
+                "CRBR_AMQP_EXEC_ENABLED is true but %s not set: not consuming the execution queue",
+                ", ".join(self.settings.missing_rabbitmq_settings),
+            )
         closed = sorted({spec.name for spec in self.registry.specs() if spec.roles})
         if closed and self.guards.authenticator is None:
             logger.warning(
@@ -167,6 +183,23 @@ class FunctionRuntime:
         except Exception:
             logger.exception("RabbitMQ events could not start: running without events")
 
+    async def _start_amqp(self) -> None:
+        # The consumer runs after the server started: it never delays /ready (see _start_events).
+        try:
+            module = await asyncio.to_thread(importlib.import_module, "metatwin_functions.amqp")
+            completed = module.ServiceCompletedEvents(
+                lambda: self.events,
+                expected=self.settings.events_configured,
+                patience=AMQP_EVENT_PATIENCE,
+            )
+            consumer: ExecConsumer = module.ExecConsumer(self.settings, self.pipeline, completed)
+            if self.state != "ready":  # a stop came first
+                return
+            self.amqp = consumer
+            await consumer.start()
+        except Exception:
+            logger.exception("AMQP execution could not start: not consuming the execution queue")
+
     async def publish_completed(
         self,
         request: ExecRequest,
@@ -201,7 +234,13 @@ class FunctionRuntime:
         task.add_done_callback(self._publishing.discard)
 
     async def drain(self, timeout: float) -> bool:
-        """Refuse new calls and wait up to ``timeout`` s for calls in flight; True if none left."""
+        """Refuse new calls and wait up to ``timeout`` s for calls in flight; True if none left.
+
+        The AMQP consumer is cancelled first, so the broker hands no new message to a replica
+        going away; the messages in hand are served, answered and acked.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         if self.state == "ready":
             self.state = "draining"
             self.draining.set()
@@ -209,8 +248,13 @@ class FunctionRuntime:
                 "Draining: refusing new calls, waiting for %d in flight", self.pipeline.in_flight
             )
         if self.scheduler is not None:
-            await self.scheduler.pause()  # feat/versions: another replica takes the schedules
-        return await self.pipeline.wait_idle(timeout)
+            await self.scheduler.pause()  # another replica takes the schedules
+        if self.amqp is not None:
+            await self.amqp.stop_consuming(min(timeout, self.settings.connection_timeout))
+        idle = await self.pipeline.wait_idle(max(0.0, deadline - loop.time()))
+        if self.amqp is not None:  # their answers and acks go out after the pipeline's part
+            idle = await self.amqp.wait_idle(max(0.0, deadline - loop.time())) and idle
+        return idle
 
     def abort(self) -> None:
         """A forced stop: calls still in flight are answered 503 now instead of awaited."""
@@ -228,6 +272,13 @@ class FunctionRuntime:
             self._events_starting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._events_starting
+        # The consumer before the events: the calls it settles last publish completed events.
+        if self._amqp_starting is not None and not self._amqp_starting.done():
+            self._amqp_starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._amqp_starting
+        if self.amqp is not None:
+            await self.amqp.close()
         if self.events is not None:
             await self.events.stop()
         await self.guards.aclose()
@@ -245,7 +296,7 @@ class FunctionRuntime:
 
     def ready_payload(self) -> dict[str, Any]:
         """The ``/ready`` body of the contract, plus this runtime's state."""
-        return {
+        payload = {
             "status": self.state,
             "deployment_id": self.settings.deployment_id,
             "function_count": len(self.registry),
@@ -256,9 +307,20 @@ class FunctionRuntime:
             "saturated": self.guards.saturated,
             **self._schedules_ready(),
         }
+        if self.settings.amqp_exec_enabled:  # asked for: say whether it runs, and consumes
+            payload["amqp_exec"] = (
+                self.amqp.ready_state()
+                if self.amqp is not None
+                else {
+                    "enabled": self.settings.amqp_exec_configured,
+                    "consuming": False,
+                    "queue": self.settings.amqp_exec_queue_name,
+                }
+            )
+        return payload
 
     def _schedules_ready(self) -> dict[str, Any]:
-        # feat/versions: additive keys, only when schedules exist.
+        # Additive keys, only when schedules exist.
         if self.scheduler is None:
             return {}
         return {

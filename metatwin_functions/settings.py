@@ -200,6 +200,11 @@ class Settings(BaseModel):
         return self.amqp_exec_queue or f"metatwin-functions.exec.{self.deployment_id}"
 
     @property
+    def amqp_exec_configured(self) -> bool:
+        """True when execution over RabbitMQ is enabled and the broker settings are complete."""
+        return self.amqp_exec_enabled and not self.missing_rabbitmq_settings
+
+    @property
     def missing_rabbitmq_settings(self) -> list[str]:
         """Names of the variables events need but that are not set."""
         missing = []

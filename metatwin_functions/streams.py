@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from quart import Response
 
@@ -47,7 +48,9 @@ async def serve_ndjson(
     """
     channel = LineChannel(STREAM_BUFFER_LINES)
     sink = StreamSink(channel)
-    call = asyncio.ensure_future(pipeline.serve_http(declared, next_chunk, _with_sink(meta, sink)))
+    call = asyncio.ensure_future(
+        pipeline.serve_http(declared, next_chunk, replace(meta, sink=sink))
+    )
     call.add_done_callback(lambda _: channel.finish())
     started = asyncio.ensure_future(sink.started.wait())
     try:
@@ -65,17 +68,6 @@ async def serve_ndjson(
     response.headers["X-Accel-Buffering"] = "no"
     response.headers["Cache-Control"] = "no-cache"
     return response
-
-
-def _with_sink(meta: CallMeta, sink: StreamSink) -> CallMeta:
-    return CallMeta(
-        trigger=meta.trigger,
-        authorization=meta.authorization,
-        api_key=meta.api_key,
-        traceparent=meta.traceparent,
-        tracestate=meta.tracestate,
-        sink=sink,
-    )
 
 
 async def _lines(

@@ -130,6 +130,20 @@ async def test_observer_hears_every_outcome_and_last_healthy_timestamp_follows_b
     ]
 
 
+async def test_the_result_tells_unroutable_from_not_confirmed() -> None:
+    broker = InMemoryBroker(bindings=["routing.event.metatwin-functions.function.#"])
+    service = make_service(broker)
+    await service.start()
+    await broker.wait_for(HEALTHY_PAYLOAD_TYPE)
+    assert await service.publish_execution_completed_result(**CALL) == "delivered"
+    broker.nack()
+    assert await service.publish_execution_completed_result(**CALL) == "failed"
+    broker.nack(False)
+    broker.unbind("routing.event.metatwin-functions.function.#")
+    assert await service.publish_execution_completed_result(**CALL) == "unroutable"
+    await service.stop()
+
+
 async def test_completed_publish_is_bounded_and_never_raises(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

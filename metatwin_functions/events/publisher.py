@@ -65,6 +65,11 @@ _RESULT_NAMES: dict[PublishOutcome, ResultName] = {
 }
 
 
+def result_name(outcome: PublishOutcome) -> ResultName:
+    """The metrics' (and callers') name of ``outcome``: delivered, unroutable or failed."""
+    return _RESULT_NAMES[outcome]
+
+
 @dataclass(frozen=True, slots=True)
 class PublishResult:
     """The outcome of one publish and a one-line reason, safe to log."""

@@ -41,7 +41,7 @@ from ..settings import Settings
 from .beat import HealthBeat
 from .connection import BrokerLink, OutageLog
 from .payloads import Trigger, execution_completed_event, execution_completed_payload
-from .publisher import EventPublisher, EventsObserver, HeaderInjector
+from .publisher import EventPublisher, EventsObserver, HeaderInjector, ResultName, result_name
 from .transport import BrokerConnector
 
 __all__ = ["STOP_TIMEOUT", "EventsService"]
@@ -151,10 +151,41 @@ class EventsService:
         and what ran. ``headers`` are added to the message (e.g. the call's ``traceparent``).
         Waits at most ``connection_timeout`` seconds and never raises: False means "not
         delivered" (events off, broker down, returned, refused, or ``result`` not JSON).
+        `publish_execution_completed_result` tells those apart.
+        """
+        outcome = await self.publish_execution_completed_result(
+            execution_id=execution_id,
+            function_name=function_name,
+            trigger=trigger,
+            success=success,
+            result=result,
+            error=error,
+            metadata=metadata,
+            headers=headers,
+        )
+        return outcome == "delivered"
+
+    async def publish_execution_completed_result(
+        self,
+        *,
+        execution_id: str,
+        function_name: str,
+        trigger: Trigger,
+        success: bool,
+        result: Any,
+        error: str | None,
+        metadata: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> ResultName:
+        """As `publish_execution_completed`, saying how it ended.
+
+        ``delivered``: confirmed and routed. ``unroutable``: the broker confirmed it but no queue
+        is bound for it (publishing again changes nothing). ``failed``: not confirmed (events
+        off, link down, nack, timeout, or a result JSON cannot hold): it may be tried again.
         """
         publisher = self._publisher
         if publisher is None or self._stopped or not self._started:
-            return False
+            return "failed"
         try:
             event = execution_completed_event(
                 execution_completed_payload(
@@ -173,12 +204,12 @@ class EventsService:
             raise
         except Exception:  # a bug here must never fail the call that asked
             self._logger.exception("Execution completed event for %r not published", execution_id)
-            return False
+            return "failed"
         if not outcome.delivered:
             self._logger.debug(
                 "Execution completed event for %r not delivered: %s", execution_id, outcome.detail
             )
-        return outcome.delivered
+        return result_name(outcome.outcome)
 
     async def start(self) -> None:
         """Start reporting in the background; returns at once, whatever the broker does.

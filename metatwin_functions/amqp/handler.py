@@ -1,0 +1,156 @@
+"""What happens to one execution message: serve it, answer it, report it, then settle it.
+
+serve (the pipeline) ─▶ reply to ``reply_to`` ┐ (together) ─▶ ack  (both confirmed)
+                     ─▶ execution completed  ┘            ─▶ requeue (not confirmed: try again)
+bad envelope / delivered too often ─▶ reply ─▶ dead-letter (never requeued in a loop)
+server draining (503) ─▶ requeue, unanswered: another replica takes it
+
+The broker side is behind two small protocols (`Settlement` for the message's channel,
+`CompletedEvents` for the events), so these rules are tested without a broker as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any, Literal, Protocol
+
+from pydantic_core import from_json
+
+from ..pipeline import CallPipeline
+from .delivery import Delivery, delivery_limit_body, execution_id_of, function_name_of
+
+__all__ = [
+    "CompletedEvents",
+    "Disposition",
+    "EventResult",
+    "MessageHandler",
+    "ReplyResult",
+    "Settlement",
+]
+
+ReplyResult = Literal["confirmed", "returned", "failed"]
+"""``returned``: no queue by the ``reply_to`` name (the caller went away); nothing to retry."""
+
+EventResult = Literal["confirmed", "off", "failed"]
+"""``off``: this deployment publishes no events; ``failed``: not confirmed, try again later."""
+
+Disposition = Literal["acked", "dead_lettered", "requeued", "unsettled"]
+"""What became of a message; ``unsettled``: the channel went away, the broker redelivers it."""
+
+#: Refusals that say the envelope itself is bad: answered, then dead-lettered.
+_BAD_ENVELOPE = frozenset({"invalid_envelope", "too_large"})
+
+logger = logging.getLogger("metatwin_functions.amqp")
+
+
+class Settlement(Protocol):
+    """The channel a message came on: where its reply goes and where it is settled."""
+
+    async def reply(self, routing_key: str, body: bytes, correlation_id: str | None) -> ReplyResult:
+        """Publish ``body`` to the default exchange (``mandatory``), wait for the confirmation."""
+
+    async def ack(self) -> bool:
+        """Acknowledge the message; False if the channel is gone."""
+
+    async def requeue(self) -> bool:
+        """Give the message back to the queue; False if the channel is gone."""
+
+    async def dead_letter(self) -> bool:
+        """Reject the message without requeueing: the queue dead-letters it."""
+
+
+class CompletedEvents(Protocol):
+    """Publishes the execution completed event of a call that came over AMQP."""
+
+    async def publish(
+        self,
+        *,
+        function_name: str,
+        answer: Mapping[str, Any],
+        traceparent: str | None,
+    ) -> EventResult:
+        """Publish it and wait (bounded) for the broker's confirmation."""
+
+
+class MessageHandler:
+    """Serves execution messages through the pipeline and settles them at-least-once.
+
+    Args:
+        pipeline: The runtime's call pipeline (admission, guards, invocation, logs, metrics).
+        events: Where execution completed events go.
+        max_deliveries: ``CRBR_AMQP_EXEC_MAX_DELIVERIES``: redeliveries allowed before a message
+            is answered with ``errorKind: "delivery_limit"`` and dead-lettered.
+    """
+
+    def __init__(self, pipeline: CallPipeline, events: CompletedEvents, max_deliveries: int):
+        self.pipeline = pipeline
+        self.events = events
+        self.max_deliveries = max_deliveries
+        self._returned_warned: set[str] = set()
+
+    async def handle(self, delivery: Delivery, settle: Settlement) -> Disposition:
+        """Serve one message and settle it; never raises for anything the message holds."""
+        redeliveries = delivery.delivery_count
+        if redeliveries > self.max_deliveries:
+            execution_id = execution_id_of(delivery.body)
+            logger.warning(
+                "Execution message %r was delivered %d times: dead-lettered without running",
+                execution_id,
+                redeliveries + 1,
+                extra={"execution_id": execution_id, "status": "rejected"},
+            )
+            body = delivery_limit_body(execution_id, redeliveries + 1, self.max_deliveries)
+            await self._reply(delivery, body, execution_id, settle)
+            return "dead_lettered" if await settle.dead_letter() else "unsettled"
+
+        answer = await self.pipeline.serve_body(delivery.body, delivery.call_meta())
+        if answer.rejected == "unavailable":  # draining or stopping: leave it to another replica
+            return "requeued" if await settle.requeue() else "unsettled"
+        fields: dict[str, Any] = from_json(answer.body)
+        metadata = fields.get("metadata") or {}
+        execution_id = metadata.get("executionId")
+        if answer.rejected in _BAD_ENVELOPE:
+            await self._reply(delivery, answer.body, execution_id, settle)
+            return "dead_lettered" if await settle.dead_letter() else "unsettled"
+
+        function_name = function_name_of(delivery.body) or ""
+        replied, published = await asyncio.gather(
+            self._reply(delivery, answer.body, execution_id, settle),
+            self.events.publish(
+                function_name=function_name,
+                answer=fields,
+                traceparent=delivery.header("traceparent"),
+            ),
+        )
+        if replied == "failed" or published == "failed":
+            logger.warning(
+                "Execution %r: the %s was not confirmed by the broker; the message goes back to "
+                "the queue (a redelivery replays a stored answer)",
+                execution_id,
+                "reply" if replied == "failed" else "execution completed event",
+                extra={"execution_id": execution_id},
+            )
+            return "requeued" if await settle.requeue() else "unsettled"
+        return "acked" if await settle.ack() else "unsettled"
+
+    async def _reply(
+        self, delivery: Delivery, body: bytes, execution_id: str | None, settle: Settlement
+    ) -> ReplyResult | None:
+        reply_to = delivery.reply_to
+        if not reply_to:
+            return None
+        result = await settle.reply(reply_to, body, delivery.reply_correlation_id(execution_id))
+        # The caller's queue is gone (it gave up, or never existed): nobody to answer, and a
+        # retry would not change that. Said once per queue name, at most for 1,000 names.
+        warned = self._returned_warned
+        if result == "returned" and reply_to not in warned and len(warned) < 1000:
+            warned.add(reply_to)
+            logger.warning(
+                "No queue %r to reply to (execution %r): the answer is dropped",
+                reply_to,
+                execution_id,
+                extra={"execution_id": execution_id},
+            )
+        return result
