@@ -18,6 +18,7 @@ __all__ = [
     "MAX_FUNCTION_NAME_LENGTH",
     "MAX_VERSION_LENGTH",
     "ExecRequest",
+    "exec_request_from",
     "failure_body",
     "parse_exec_request",
     "serialize_result",
@@ -47,6 +48,11 @@ def parse_exec_request(body: bytes | str) -> ExecRequest:
         data = from_json(body, cache_strings="keys")
     except ValueError as exc:
         raise EnvelopeError([f"body is not valid JSON ({exc})"]) from None
+    return exec_request_from(data)
+
+
+def exec_request_from(data: Any) -> ExecRequest:
+    """Check an already decoded envelope (e.g. a WebSocket frame), as `parse_exec_request` does."""
     if not isinstance(data, dict):
         raise EnvelopeError([f"body must be a JSON object, got {_json_type(data)}"])
 

@@ -16,6 +16,7 @@ __all__ = [
     "ConfigurationError",
     "EnvelopeError",
     "ErrorKind",
+    "ExecutionCancelledError",
     "ExecutionFailedError",
     "ExecutionTimeoutError",
     "ForbiddenError",
@@ -162,15 +163,27 @@ def _describe_failure(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+class ExecutionCancelledError(InvocationError):
+    """The caller cancelled the call (a WebSocket cancel, or a stream's client went away)."""
+
+    kind = "cancelled"
+
+    def __init__(self, function_name: str) -> None:
+        super().__init__(
+            f"Function '{function_name}' execution was cancelled by the caller",
+            function_name=function_name,
+        )
+
+
 class ResultSerializationError(InvocationError):
-    """The function returned a value that cannot be turned into JSON."""
+    """The function returned (or a generator yielded) a value that cannot be turned into JSON."""
 
     kind = "result_not_serializable"
 
-    def __init__(self, function_name: str, detail: str) -> None:
+    def __init__(self, function_name: str, detail: str, *, item: int | None = None) -> None:
+        what = "returned a value" if item is None else f"yielded an item (#{item})"
         super().__init__(
-            f"Function '{function_name}' returned a value that cannot be serialized to JSON: "
-            f"{detail}",
+            f"Function '{function_name}' {what} that cannot be serialized to JSON: {detail}",
             function_name=function_name,
         )
 
@@ -180,9 +193,12 @@ class ResultTooLargeError(InvocationError):
 
     kind = "result_too_large"
 
-    def __init__(self, function_name: str, size: int, limit: int) -> None:
+    def __init__(
+        self, function_name: str, size: int, limit: int, *, item: int | None = None
+    ) -> None:
+        what = "returned a result" if item is None else f"yielded an item (#{item})"
         super().__init__(
-            f"Function '{function_name}' returned a result of {size} bytes as JSON, "
+            f"Function '{function_name}' {what} of {size} bytes as JSON, "
             f"above the limit of {limit} bytes",
             function_name=function_name,
         )

@@ -128,6 +128,8 @@ class CallGuards:
             self.idempotency = None
         limits = TrafficLimits(settings, registry)
         self.limits = limits if limits.enabled else None
+        #: executionIds of the streams running now (a duplicate of one is a conflict).
+        self.streaming: set[str] = set()
 
     @property
     def saturated(self) -> bool:
@@ -158,6 +160,8 @@ class CallGuards:
         # guard the queue) run whatever roles the function has.
         if spec.roles and not meta.trusted and meta.trigger != "schedule":
             authorize(caller, spec)  # without auth configured, such a function is closed
+        if meta.sink is not None and request.execution_id:
+            return await self._streamed(spec, request, caller, meta, invoke)
         store = self.idempotency
         if store is None or not request.execution_id:
             unguarded, _ = await self._limited(spec, request, caller, meta, invoke)
@@ -198,6 +202,30 @@ class CallGuards:
                 answer.body if joinable and answer is not None else None,
                 store=succeeded,
             )
+        return answer
+
+    async def _streamed(
+        self,
+        spec: FunctionSpec,
+        request: ExecRequest,
+        caller: Principal | None,
+        meta: CallMeta,
+        invoke: Invoke,
+    ) -> Answer:
+        # A stream cannot be replayed (its items are gone) nor joined (they went to another
+        # reader): streams bypass the idempotency store, and the id of a stream still running,
+        # on either stream transport, is a conflict. Once it ends, the id may stream again.
+        execution_id = request.execution_id
+        if execution_id in self.streaming:
+            raise IdempotencyConflictError(
+                f"executionId '{execution_id}' is already streaming; a stream is neither "
+                "joined nor replayed: use another executionId"
+            )
+        self.streaming.add(execution_id)
+        try:
+            answer, _ = await self._limited(spec, request, caller, meta, invoke)
+        finally:
+            self.streaming.discard(execution_id)
         return answer
 
     async def _limited(

@@ -30,6 +30,8 @@ from .pipeline import CallMeta
 from .registry import FunctionRegistry, default_registry
 from .runtime import BROKER_KEY, FunctionRuntime, runtimes_of
 from .settings import Settings, load_settings
+from .streams import serve_ndjson
+from .websocket import serve_websocket
 
 __all__ = ["functions_blueprint", "http_error_response"]
 
@@ -135,6 +137,29 @@ def functions_blueprint(
             return Response(b"", status=499)
         return answer_response(answer)
 
+    async def execute_stream() -> Response:
+        """Call a function and stream its items, progress and result as NDJSON."""
+        headers = request.headers
+        meta = CallMeta(
+            trigger="stream",
+            authorization=headers.get("Authorization"),
+            api_key=headers.get("X-API-Key"),
+            traceparent=headers.get("traceparent"),
+            tracestate=headers.get("tracestate"),
+        )
+        served = await serve_ndjson(
+            runtime().pipeline, request.content_length, chunks_reader(_request_chunks()), meta
+        )
+        if served is None:  # the client went away before its body arrived
+            return Response(b"", status=499)
+        if isinstance(served, Answer):  # refused before the function started: as /exec
+            return answer_response(served)
+        return served
+
+    async def socket() -> Response | None:
+        """Calls over a WebSocket: JSON envelopes in; item, progress and result objects out."""
+        return await serve_websocket(runtime())
+
     async def ready() -> Response:
         """Readiness: 200 once started, 503 while starting or draining."""
         serving = runtime()
@@ -157,10 +182,13 @@ def functions_blueprint(
         return response
 
     metrics._quart_schema_hidden = True  # type: ignore[attr-defined]
+    execute_stream._quart_schema_hidden = True  # type: ignore[attr-defined]
     execute.__metatwin_registry__ = functions  # type: ignore[attr-defined]
     ready.__metatwin_ready__ = True  # type: ignore[attr-defined]
     blueprint.add_url_rule("/exec", "exec", execute, methods=["POST"])
     blueprint.add_url_rule("/ready", "ready", ready, methods=["GET"])
+    blueprint.add_url_rule("/exec/stream", "exec_stream", execute_stream, methods=["POST"])
+    blueprint.add_websocket("/ws", "ws", socket)
     if config.metrics_enabled:
         blueprint.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])
 

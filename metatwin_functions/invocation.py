@@ -11,8 +11,9 @@ import functools
 import inspect
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
@@ -20,6 +21,7 @@ from .context import ExecutionContext, Principal, _current
 from .deadline import Deadline
 from .envelope import ExecRequest, failure_body, serialize_result, success_body
 from .errors import (
+    ExecutionCancelledError,
     ExecutionFailedError,
     ExecutionTimeoutError,
     FunctionNotFoundError,
@@ -28,9 +30,14 @@ from .errors import (
     ResultSerializationError,
     ResultTooLargeError,
 )
+from .generators import ItemWriter, ThreadedGenerator, drive_async_generator
 from .registry import FunctionRegistry, FunctionSpec
 from .settings import Settings
+from .streaming import ChannelClosedError
 from .threads import DaemonThreadPool
+
+if TYPE_CHECKING:
+    from .streaming import StreamSink
 
 __all__ = ["CallOutcome", "Invoker", "describe_validation_error", "take_cold_start"]
 
@@ -73,7 +80,9 @@ class Invoker:
     ``async def`` functions are awaited and cancelled at their deadline. Plain ``def`` functions
     run on a bounded thread pool (``CRBR_FUNCTIONS_SYNC_WORKERS``) with the caller's context, so
     `current_execution` and log fields work inside them; a thread cannot be cancelled, so at the
-    deadline the call reports a timeout and the thread is left to finish.
+    deadline the call reports a timeout and the thread is left to finish. Generators are
+    collected into a list, or, given a `StreamSink`, streamed into it item by item (the deadline
+    covers the whole stream).
     """
 
     def __init__(self, registry: FunctionRegistry, settings: Settings) -> None:
@@ -104,16 +113,23 @@ class Invoker:
         *,
         cold_start: bool = False,
         timeout: float | None = None,
+        sink: StreamSink | None = None,
     ) -> CallOutcome:
         """Serve one call; never raises for anything the function or its arguments do.
 
-        ``timeout`` (seconds) shortens the function's deadline, never lengthens it.
+        ``timeout`` (seconds) shortens the function's deadline, never lengthens it. With a
+        ``sink`` (a stream), a generator's items and the function's progress go to it, and a
+        cancellation the sink's transport asked for ends the call as ``cancelled``.
         """
         started = time.perf_counter()
-        token = _current.set(ExecutionContext(request.execution_id, request.function_name, caller))
+        token = _current.set(
+            ExecutionContext(request.execution_id, request.function_name, caller, sink)
+        )
+        if sink is not None:
+            sink.start(request.execution_id)
         try:
             try:
-                result_json = await self._run(request, timeout)
+                result_json = await self._run(request, timeout, sink)
             except InvocationError as error:
                 return self._failed(request, error, started, cold_start)
             duration = time.perf_counter() - started
@@ -146,7 +162,9 @@ class Invoker:
             self._retired.append(self._executor)
             self._executor = None
 
-    async def _run(self, request: ExecRequest, limit: float | None) -> bytes:
+    async def _run(
+        self, request: ExecRequest, limit: float | None, sink: StreamSink | None
+    ) -> bytes:
         spec = self.registry.get(request.function_name, request.version)
         if spec is None:
             raise FunctionNotFoundError(request.function_name, request.version)
@@ -159,9 +177,11 @@ class Invoker:
         deadline = Deadline(ends)
         task = asyncio.current_task()
         thread_call: asyncio.Future[Any] | None = None
+        pump: ThreadedGenerator | None = None
         try:
             with deadline:
-                if spec.is_async:
+                kind = spec.kind
+                if kind == "async":
                     if task is not None:
                         self.async_calls[task] = spec.name
                     try:
@@ -169,9 +189,30 @@ class Invoker:
                     finally:
                         if task is not None:
                             self.async_calls.pop(task, None)
-                else:
-                    thread_call = self._run_in_thread(spec, kwargs)
+                elif kind == "sync":
+                    thread_call = self._run_in_thread(spec.func, **kwargs)
                     result = await thread_call
+                elif kind == "async_generator":
+                    if task is not None:
+                        self.async_calls[task] = spec.name
+                    try:
+                        result = await drive_async_generator(
+                            spec.func, kwargs, sink, self._item_writer(spec)
+                        )
+                    finally:
+                        if task is not None:
+                            self.async_calls.pop(task, None)
+                else:  # a plain generator, on the thread pool
+                    pump = ThreadedGenerator(loop)
+                    if sink is None:
+                        thread_call = self._run_in_thread(pump.collect, spec.func, kwargs)
+                        result = await thread_call
+                    else:
+                        thread_call = self._run_in_thread(
+                            pump.produce, spec.func, kwargs, self._item_writer(spec)
+                        )
+                        await pump.deliver(sink, thread_call)
+                        result = None
                 if inspect.isawaitable(result):
                     # A def that returns a coroutine (e.g. under a decorator unaware of async).
                     result = await result
@@ -184,8 +225,17 @@ class Invoker:
         except asyncio.CancelledError as exc:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
+                if thread_call is not None:
+                    self._abandon(thread_call)
+                if sink is not None and sink.cancelled:
+                    current.uncancel()  # the caller cancelled: answered, counted and logged
+                    raise ExecutionCancelledError(spec.name) from None
                 raise  # the server (or the client) is cancelling this request
             raise ExecutionFailedError(spec.name, exc) from exc  # the function cancelled itself
+        except InvocationError:
+            raise  # a generator's item that JSON cannot hold, or that is too large
+        except ChannelClosedError:
+            raise ExecutionCancelledError(spec.name) from None  # the reader went away
         except BaseException as exc:
             if deadline.expired():
                 # The function turned its cancellation at the deadline into another error.
@@ -193,8 +243,14 @@ class Invoker:
             # Whatever the function raises, SystemExit and KeyboardInterrupt included, is its
             # failure: it must not take the server down.
             raise ExecutionFailedError(spec.name, exc) from exc
+        finally:
+            if pump is not None:
+                pump.stop()
         current = asyncio.current_task()
         if current is not None and current.cancelling():
+            if sink is not None and sink.cancelled:
+                current.uncancel()
+                raise ExecutionCancelledError(spec.name)
             raise asyncio.CancelledError  # the function swallowed the server's cancellation
         if deadline.expired() or loop.time() > ends:
             # It swallowed its cancellation and returned late, or it blocked the event loop past
@@ -216,7 +272,12 @@ class Invoker:
             pool, inner = pool_call
             pool.abandon(inner)
 
-    def _run_in_thread(self, spec: FunctionSpec, kwargs: dict[str, Any]) -> asyncio.Future[Any]:
+    def _item_writer(self, spec: FunctionSpec) -> ItemWriter:
+        return ItemWriter(spec.name, self.settings.functions_max_result_size)
+
+    def _run_in_thread(
+        self, func: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> asyncio.Future[Any]:
         if self._executor is None:
             self._executor = DaemonThreadPool(
                 self.settings.functions_sync_workers,
@@ -224,7 +285,7 @@ class Invoker:
                 max_abandoned=self.settings.functions_max_abandoned_threads,
             )
         context = contextvars.copy_context()
-        call = functools.partial(context.run, spec.func, **kwargs)
+        call = functools.partial(context.run, func, *args, **kwargs)
         inner = self._executor.submit(call)
         outer = asyncio.wrap_future(inner)
         outer._metatwin_pool_call = (self._executor, inner)  # type: ignore[attr-defined]

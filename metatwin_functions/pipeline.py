@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .answers import (
     Answer,
@@ -30,6 +30,9 @@ from .envelope import ExecRequest, failure_body, parse_exec_request
 from .errors import CallRejectedError, EnvelopeError, ErrorKind, UnavailableError
 from .guards import CallGuards
 from .invocation import CallOutcome, Invoker, take_cold_start
+
+if TYPE_CHECKING:
+    from .streaming import StreamSink
 
 __all__ = ["CallMeta", "CallPipeline", "Trigger"]
 
@@ -59,6 +62,9 @@ class CallMeta:
     #: The caller's own limit in seconds (an AMQP message's ``expiration``): the call's deadline
     #: is the smaller of this and the function's.
     timeout: float | None = None
+    #: Where a stream's partial output goes (items, progress); None for a call answered once.
+    #: A call with a sink is a stream: it is neither replayed nor joined (see `CallGuards`).
+    sink: StreamSink | None = None
 
 
 _HTTP = CallMeta()
@@ -234,12 +240,16 @@ class CallPipeline:
         cold = take_cold_start()
         with self.guards.observe_call(request, meta) as observed:
             outcome = await self.invoker.invoke(
-                request, caller, cold_start=cold, timeout=meta.timeout
+                request, caller, cold_start=cold, timeout=meta.timeout, sink=meta.sink
             )
             observed.finish(outcome)
         return outcome
 
     # -- refusals --------------------------------------------------------------------------
+
+    def refuse(self, answer: Answer) -> Answer:
+        """Count and log a refusal a transport found itself (a malformed WebSocket frame)."""
+        return self._refused(answer)
 
     def _refused(self, answer: Answer) -> Answer:
         if answer.rejected is not None:

@@ -6,16 +6,21 @@ import inspect
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 from .errors import RegistrationError
 from .schedules import Schedule, build_schedule
 from .signature import SignatureInfo, read_signature
 from .versions import add_definition, check_version, parse_requested_version, version_key
 
-__all__ = ["Function", "FunctionRegistry", "FunctionSpec", "default_registry"]
+__all__ = ["Function", "FunctionKind", "FunctionRegistry", "FunctionSpec", "default_registry"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# --- streams (feat/streams): how a function is run and what it gives back ---
+FunctionKind = Literal["async", "sync", "async_generator", "sync_generator"]
+"""``async def``, ``def`` (thread pool), ``async def`` with ``yield``, ``def`` with ``yield``."""
+GENERATOR_KINDS: frozenset[str] = frozenset({"async_generator", "sync_generator"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +44,9 @@ class FunctionSpec:
     version: str | None = None
     #: When the function runs by itself (None: only when called).
     schedule: Schedule | None = None
+    # --- streams (feat/streams) ---
+    #: How it runs; generators are collected by ``/exec`` and streamed by streams.
+    kind: FunctionKind = "sync"
 
 
 class FunctionRegistry:
@@ -203,10 +211,7 @@ def build_spec(
         )
     if rate_limit is not None:
         _check_rate(resolved_name, rate_limit)
-    if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
-        raise RegistrationError(
-            f"Function '{resolved_name}': generators cannot be served; return a list instead"
-        )
+    kind = _kind(func)  # feat/streams: generators are served (collected or streamed)
     # feat/versions: checked before the signature is read, so a bad version is named first.
     checked_version = None if version is None else check_version(resolved_name, version)
     signature = read_signature(func, resolved_name)
@@ -214,7 +219,8 @@ def build_spec(
         name=resolved_name,
         description=_first_docstring_line(func) if description is None else description,
         func=func,
-        is_async=_is_async(func),
+        is_async=kind in ("async", "async_generator"),
+        kind=kind,
         timeout=None if timeout is None else float(timeout),
         signature=signature,
         roles=role_set,
@@ -330,11 +336,18 @@ def Function(  # noqa: N802 - the contract's name for the decorator
     return target.function(func_or_name if func_or_name is not None else name, **options)
 
 
-def _is_async(func: Callable[..., Any]) -> bool:
-    if inspect.iscoroutinefunction(func):
-        return True
-    call = getattr(func, "__call__", None)  # noqa: B004 - async callable objects count too
-    return call is not None and inspect.iscoroutinefunction(call)
+def _kind(func: Callable[..., Any]) -> FunctionKind:
+    call = getattr(func, "__call__", None)  # noqa: B004 - callable objects count too
+    for target in (func, call):
+        if target is None:
+            continue
+        if inspect.isasyncgenfunction(target):
+            return "async_generator"
+        if inspect.iscoroutinefunction(target):
+            return "async"
+        if inspect.isgeneratorfunction(target):
+            return "sync_generator"
+    return "sync"
 
 
 def _first_docstring_line(func: Callable[..., Any]) -> str:

@@ -77,6 +77,8 @@ class FunctionRuntime:
         if settings.publish_http_executions and self._events_wanted:
             self.pipeline.on_http_call = self._publish_http_call
         self.state: RuntimeState = "starting"
+        #: Set when the drain begins: long-lived connections (WebSockets) close once idle.
+        self.draining = asyncio.Event()
         self._events_starting: asyncio.Task[None] | None = None
         # Execution over RabbitMQ (CRBR_AMQP_EXEC_ENABLED): the queue consumer, loaded like events.
         self.amqp: ExecConsumer | None = None
@@ -251,6 +253,7 @@ class FunctionRuntime:
         deadline = loop.time() + timeout
         if self.state == "ready":
             self.state = "draining"
+            self.draining.set()
             logger.info(
                 "Draining: refusing new calls, waiting for %d in flight", self.pipeline.in_flight
             )

@@ -389,20 +389,30 @@ def test_positional_only_parameter_is_rejected(registry: FunctionRegistry) -> No
             return a + b
 
 
-def test_generator_function_is_rejected(registry: FunctionRegistry) -> None:
-    with pytest.raises(RegistrationError, match="generators cannot be served"):
+def test_generator_functions_are_registered_with_their_kind(registry: FunctionRegistry) -> None:
+    @Function(registry=registry)
+    def numbers() -> Any:
+        yield 1
 
-        @Function(registry=registry)
-        def numbers() -> Any:
-            yield 1
+    @Function(registry=registry)
+    async def async_numbers() -> Any:
+        yield 1
 
+    @Function(registry=registry)
+    async def plain_async() -> int:
+        return 1
 
-def test_async_generator_function_is_rejected(registry: FunctionRegistry) -> None:
-    with pytest.raises(RegistrationError, match="generators cannot be served"):
+    @Function(registry=registry)
+    def plain() -> int:
+        return 1
 
-        @Function(registry=registry)
-        async def numbers() -> Any:
-            yield 1
+    kinds = {spec.name: (spec.kind, spec.is_async) for spec in registry}
+    assert kinds == {
+        "numbers": ("sync_generator", False),
+        "async_numbers": ("async_generator", True),
+        "plain_async": ("async", True),
+        "plain": ("sync", False),
+    }
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,10 @@ logger = logging.getLogger("metatwin_functions.server")
 
 # Once calls in flight are done, connections only need to say goodbye.
 _CONNECTION_CLOSE_GRACE = 5.0
+#: Seconds between the server's WebSocket pings (uvicorn; Hypercorn sends none, see below).
+WEBSOCKET_PING_INTERVAL = 20.0
+#: Bytes a WebSocket frame may exceed the body limit by and still get our too_large answer.
+WEBSOCKET_FRAME_SLACK = 1024 * 1024
 
 
 def hypercorn_config(settings: Settings) -> Config:
@@ -40,6 +44,13 @@ def hypercorn_config(settings: Settings) -> Config:
     config.accesslog = None
     config.loglevel = settings.uvicorn_log_level
     config.graceful_timeout = _CONNECTION_CLOSE_GRACE
+    # WebSockets (/ws): no server pings on Hypercorn. Its ping task outlives a closed socket by
+    # up to one interval and holds the connection, so every drain and shutdown after a socket
+    # closed would wait for the grace period; clients keep their sockets alive with their own
+    # pings (answered by Hypercorn) or ``{"type": "ping"}`` frames. A frame a little over the
+    # body limit still reaches us, to be answered with an error object rather than a close.
+    config.websocket_ping_interval = None
+    config.websocket_max_message_size = settings.functions_max_body_size + WEBSOCKET_FRAME_SLACK
     return config
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
+from .hypercorn import WEBSOCKET_FRAME_SLACK, WEBSOCKET_PING_INTERVAL
 from .shutdown import CallGuard
 
 if TYPE_CHECKING:
@@ -56,6 +57,9 @@ def uvicorn_config(app: CallGuard, settings: Settings) -> uvicorn.Config:
         # Hypercorn trusts no X-Forwarded-* header either; the same app behaves the same.
         proxy_headers=False,
         timeout_graceful_shutdown=_CONNECTION_CLOSE_GRACE,
+        # WebSockets (/ws), as on Hypercorn: pings, and frames a little over the body limit.
+        ws_ping_interval=WEBSOCKET_PING_INTERVAL,
+        ws_max_size=settings.functions_max_body_size + WEBSOCKET_FRAME_SLACK,
     )
 
 

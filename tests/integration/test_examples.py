@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -30,11 +33,20 @@ DOCUMENTED_RUNS = [
         {"simple_function.py"},
     ),
     (
+        ("-m", "metatwin_functions", "serve", "examples.streaming"),
+        "/ready",
+        {"streaming.py"},
+    ),
+    (
         ("-m", "metatwin_functions", "serve", "examples.versions_and_schedules"),
         "/ready",
         {"versions_and_schedules.py"},
     ),
 ]
+
+
+# Example clients, run against a documented server by a test of their own.
+CLIENTS = {"stream_consumer.py"}
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +64,7 @@ CLIENT_EXAMPLES = {"amqp_client.py"}  # test_client_calls.py::test_the_client_ex
 def test_every_example_file_has_a_documented_run() -> None:
     files = {path.name for path in (REPO / "examples").glob("*.py")} - {"__init__.py"}
     files -= CLIENT_EXAMPLES
-    covered = set().union(*(run[2] for run in DOCUMENTED_RUNS))
+    covered = set().union(*(run[2] for run in DOCUMENTED_RUNS), CLIENTS)
     assert files <= covered
 
 
@@ -87,3 +99,30 @@ def test_example_docstrings_show_the_commands_tested_here() -> None:
     assert (
         "python -m metatwin_functions serve examples.simple_function" in docs["simple_function.py"]
     )
+
+
+def test_the_stream_consumer_runs_against_the_streaming_example(installed_package: str) -> None:
+    server = ServerProcess(
+        "-m", "metatwin_functions", "serve", "examples.streaming", env={"PYTHONPATH": "."}
+    )
+    try:
+        server.wait_ready()
+        consumer = subprocess.run(
+            [sys.executable, "examples/stream_consumer.py", server.base_url],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": installed_package},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert consumer.returncode == 0, consumer.stderr
+        out = consumer.stdout
+        assert "'type': 'progress'" in out
+        assert "'executionId': 'rows-1', 'type': 'result', 'success': True" in out
+        assert "'errorKind': 'cancelled'" in out
+        docs = (REPO / "examples" / "stream_consumer.py").read_text()
+        assert "python examples/stream_consumer.py" in docs
+        assert "python -m metatwin_functions serve examples.streaming" in docs
+    finally:
+        server.stop()
