@@ -19,6 +19,7 @@ EXPORTED = {
     "ErrorKind",
     "ExecFastPath",
     "ExecRequest",
+    "ExecutionCancelledError",
     "ExecutionContext",
     "ExecutionFailedError",
     "ExecutionTimeoutError",
