@@ -39,17 +39,32 @@ def _add_pyenv_interpreters() -> None:
 _add_pyenv_interpreters()
 
 
+# The Python that also runs tests/integration: real server processes, several replicas, the broker
+# cut through a proxy. They test processes and the network, not the interpreter, and take most
+# of the suite's time; the unit tests run on every version.
+FULL_SUITE_PYTHON = "3.11"
+
+
 @nox.session(python=["3.11", "3.12", "3.13"])
 def tests(session: nox.Session) -> None:
-    """Unit and integration tests (the broker tests need RabbitMQ on 127.0.0.1:5672)."""
+    """Unit tests on every Python; on 3.11 the integration tests too (RabbitMQ on 127.0.0.1).
+
+    ``nox -s tests -- ARGS`` passes ARGS to pytest instead (any test, on every Python).
+    """
     session.install("-e", ".[tests]")
+    if session.posargs:
+        session.run("pytest", *session.posargs)
+        return
+    if session.python != FULL_SUITE_PYTHON:
+        session.run("pytest", "--ignore=tests/integration")
+        return
     # Line and branch coverage of the package, with the lines no test reaches.
     coverage = [
         "--cov=metatwin_functions",
         "--cov-branch",
         "--cov-report=term-missing:skip-covered",
     ]
-    session.run("pytest", *coverage, *session.posargs)
+    session.run("pytest", *coverage)
 
 
 @nox.session
