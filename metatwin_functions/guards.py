@@ -7,6 +7,7 @@ the pipeline's fast path skips it. The pieces are built once per runtime by `Cal
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -42,6 +43,8 @@ SCHEDULER = Principal("metatwin-functions:scheduler")
 """The caller of schedule ticks (``current_execution().caller``) when authentication is on."""
 
 Invoke = Callable[[ExecRequest, Principal | None, "CallMeta"], Awaitable[CallOutcome]]
+
+logger = logging.getLogger("metatwin_functions.calls")
 
 
 def check_guard_settings(settings: Settings, registry: FunctionRegistry) -> None:
@@ -175,7 +178,7 @@ class CallGuards:
             if isinstance(reservation, Acquired):
                 break
             if isinstance(reservation, Stored):
-                self._replayed(spec.name)
+                self._replayed(spec.name, execution_id, "stored answer")
                 return Answer(200, replayed_body(reservation.body))
             if isinstance(reservation, Conflict):
                 raise IdempotencyConflictError(
@@ -184,7 +187,7 @@ class CallGuards:
                 )
             joined = await reservation.wait()  # the same call is running: join it
             if joined is not None:
-                self._replayed(spec.name)
+                self._replayed(spec.name, execution_id, "joined the running call")
                 return Answer(200, joined)
             # It ended without an answer (cancelled): reserve again.
         answer: Answer | None = None
@@ -247,7 +250,18 @@ class CallGuards:
             lease.release()
         return Answer(200, outcome.body), outcome
 
-    def _replayed(self, function: str) -> None:
+    def _replayed(self, function: str, execution_id: str, how: str) -> None:
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "Function '%s' not run again for a retry (%s)",
+                function,
+                how,
+                extra={
+                    "status": "replayed",
+                    "execution_id": execution_id,
+                    "function_name": function,
+                },
+            )
         if self.metrics is not None:
             self.metrics.call_started(function)
             self.metrics.call_finished(function, "replayed", 0.0)

@@ -277,3 +277,15 @@ def test_bad_guard_settings_fail_when_the_app_is_built(registry: FunctionRegistr
         create_app(registry, quick(functions_rate_limit="lots"), configure_logs=False)
     with pytest.raises(ConfigurationError, match="CRBR_AUTH_API_KEYS"):
         create_app(registry, quick(auth_api_keys="sha256:nothex"), configure_logs=False)
+
+
+async def test_a_replay_is_logged_without_running_the_function(
+    app: Quart, registry: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    await post(app, "l-1", "add", a=1, b=2)
+    with caplog.at_level("INFO", logger="metatwin_functions.calls"):
+        await post(app, "l-1", "add", a=1, b=2)
+    [record] = [r for r in caplog.records if getattr(r, "status", None) == "replayed"]
+    assert record.getMessage() == "Function 'add' not run again for a retry (stored answer)"
+    assert record.execution_id == "l-1"  # type: ignore[attr-defined]
+    assert len(registry.runs) == 1
