@@ -89,7 +89,7 @@ def bench(session: nox.Session) -> None:
         session.log("wrk is missing: installing Debian's package")
         session.run("apt-get", "update", "-qq", external=True)
         session.run("apt-get", "install", "-y", "-qq", "wrk", external=True)
-    session.install("-e", ".[uvicorn]", "-r", "benchmarks/requirements.txt")
+    session.install("-e", ".[uvicorn,otel]", "-r", "benchmarks/requirements.txt")
     session.run("python", "benchmarks/run.py", *session.posargs)
 
 

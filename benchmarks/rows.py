@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-__all__ = ["REPO", "ROWS", "Row", "base_env", "baseline_rows", "unavailable"]
+__all__ = ["OTLP_STUB_PORT", "REPO", "ROWS", "Row", "base_env", "baseline_rows", "unavailable"]
 
 REPO = Path(__file__).resolve().parent.parent
 PEERS = REPO / "benchmarks" / "peers"
@@ -20,6 +20,15 @@ BROKER = ("127.0.0.1", 5672)
 # A fresh exchange per run, so the events row never publishes into the platform's own.
 _EXCHANGE = f"bench-{uuid.uuid4().hex[:12]}"
 
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+#: Where the harness runs its OTLP collector stub (benchmarks/otlp_stub.py) during a run.
+OTLP_STUB_PORT = _free_port()
 
 _API_KEY = "bench-key-0123456789abcdef"
 _API_KEYS = ",".join([*(f"other-key-{n:02d}-0123456789:reader" for n in range(9)), _API_KEY])
@@ -36,6 +45,7 @@ class Row:
     needs_sdk: bool = False
     needs_broker: bool = False
     needs_uvicorn: bool = False
+    needs_otel: bool = False
     #: Headers every request to this row carries (the API-key row's credentials).
     headers: dict[str, str] = field(default_factory=dict)
     #: Working directory of the server (default: the repository root).
@@ -77,6 +87,42 @@ ROWS: dict[str, Row] = {
                 "CRBR_IDEMPOTENCY_TTL": "0",
             },
             needs_sdk=True,
+        ),
+        Row(
+            "sdk-info-no-idempotency",
+            "sdk-info with idempotency off (CRBR_IDEMPOTENCY_TTL=0)",
+            SDK_ARGV,
+            {"CRBR_FUNCTIONS_LOG_LEVEL": "INFO", "CRBR_IDEMPOTENCY_TTL": "0"},
+            needs_sdk=True,
+        ),
+        Row(
+            "sdk-info-no-metrics",
+            "sdk-info with metrics off (CRBR_METRICS_ENABLED=false)",
+            SDK_ARGV,
+            {"CRBR_FUNCTIONS_LOG_LEVEL": "INFO", "CRBR_METRICS_ENABLED": "false"},
+            needs_sdk=True,
+        ),
+        Row(
+            "sdk-info-tracing-unreachable",
+            "sdk-info with tracing on, exporting to a port where nothing listens",
+            SDK_ARGV,
+            {
+                "CRBR_FUNCTIONS_LOG_LEVEL": "INFO",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{_free_port()}",
+            },
+            needs_sdk=True,
+            needs_otel=True,
+        ),
+        Row(
+            "sdk-info-tracing-stub",
+            "sdk-info with tracing on, exporting to a local OTLP/HTTP collector stub",
+            SDK_ARGV,
+            {
+                "CRBR_FUNCTIONS_LOG_LEVEL": "INFO",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{OTLP_STUB_PORT}",
+            },
+            needs_sdk=True,
+            needs_otel=True,
         ),
         Row(
             "sdk-info-apikey",
@@ -209,4 +255,17 @@ def unavailable(row: Row) -> str | None:
         return problem
     if row.needs_uvicorn and (problem := _uvicorn_problem()):
         return problem
+    if row.needs_otel and (problem := _otel_problem()):
+        return problem
     return None
+
+
+@cache
+def _otel_problem() -> str | None:
+    # The SDK's [otel] extra; without it, tracing is off and the row would measure nothing new.
+    done = subprocess.run(
+        [sys.executable, "-c", "import opentelemetry.sdk, opentelemetry.exporter.otlp"],
+        capture_output=True,
+        check=False,
+    )
+    return None if done.returncode == 0 else "the otel extra is not installed"

@@ -24,8 +24,9 @@ import load
 from checks import ADD_BODY, BURST_BODY, WORD_BODY, CheckError, check_server, warm_up
 from load import LoadError, burst, run_wrk, wrk_path
 from measure import PeakRssPoller, cpu_load, cpu_seconds, rss_bytes
+from otlp_stub import OtlpStub
 from report import MIB, RowResult, evaluate_targets, format_table, write_json
-from rows import REPO, ROWS, Row, base_env, baseline_rows, unavailable
+from rows import OTLP_STUB_PORT, REPO, ROWS, Row, base_env, baseline_rows, unavailable
 from server import SERVER_CPU, ServerError, ServerProcess, free_port, stop_all
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -216,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     if (REPO / ".env").exists():
         print("warning: .env in the repository root is read by the SDK rows", file=sys.stderr)
     started = time.monotonic()
+    stub = OtlpStub(OTLP_STUB_PORT)
+    stub.start()
     try:
         for repeat in range(args.repeats):
             shift = repeat % max(1, len(runnable))
@@ -239,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         stop_all()
+        stub.stop()
     ordered = [results[row.name] for row in rows]
     targets = evaluate_targets(ordered, args.burst)
     print()
