@@ -78,7 +78,8 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package (checked as Python 3.11, see pyproject.toml)."""
-    session.install("-e", ".", MYPY)
+    # Every extra: the modules that use them (JWT, OpenTelemetry, uvicorn, ...) are checked too.
+    session.install("-e", ".[tests,cors,reload]", MYPY)
     session.run("mypy", "--strict", "metatwin_functions")
 
 
