@@ -110,7 +110,7 @@ class ExecFastPath:
         found: dict[str, str] = {}
         for name, value in scope["headers"]:  # type: ignore[typeddict-item]
             key = _WANTED.get(name)  # ASGI servers give header names in lower case
-            if key is not None:
+            if key is not None and key not in found:  # the first one counts, as in Quart
                 found[key] = value.decode("latin-1")
         origin = found.pop("origin", None)
         declared: int | None = None

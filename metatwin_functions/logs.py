@@ -63,9 +63,11 @@ class ExecutionContextFilter(logging.Filter):
 
 # Control characters are written as escapes, so that no name or id a client sends can start a
 # line of its own (a forged log line) or move the terminal's cursor.
+# C0 and C1 controls and the Unicode line and paragraph separators all count: each can end a
+# line or drive a terminal.
 _CONTROL_ESCAPES = {
-    code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F) if chr(code) not in "\t"
-} | {ord("\n"): "\\n", ord("\r"): "\\r"}
+    code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0)) if chr(code) != "\t"
+} | {ord("\n"): "\\n", ord("\r"): "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"}
 
 
 class TextFormatter(logging.Formatter):

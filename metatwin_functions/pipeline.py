@@ -155,6 +155,7 @@ class CallPipeline:
         self._enter()
         task = asyncio.current_task()
         detached = False
+        body = b""
         try:
             try:
                 body = await read_body(
@@ -181,7 +182,7 @@ class CallPipeline:
             return await asyncio.shield(inner)
         except asyncio.CancelledError:
             if self._aborting:
-                return self._stopping_answer()
+                return self._stopping_answer(_execution_id_of(body) if body else None)
             raise
         finally:
             if not detached:
@@ -200,6 +201,10 @@ class CallPipeline:
         task = asyncio.current_task()
         try:
             return await self._serve_body(body, meta)
+        except asyncio.CancelledError:
+            if self._aborting:
+                return self._stopping_answer(_execution_id_of(body))
+            raise
         finally:
             self._leave(task)
 
@@ -211,6 +216,10 @@ class CallPipeline:
         task = asyncio.current_task()
         try:
             return await self._call(request, meta)
+        except asyncio.CancelledError:
+            if self._aborting:
+                return self._stopping_answer(request.execution_id)
+            raise
         finally:
             self._leave(task)
 
@@ -283,10 +292,10 @@ class CallPipeline:
             execution_id = _execution_id_of(body)
         return self._refused(self._unavailable_answer(execution_id))
 
-    def _stopping_answer(self) -> Answer:
+    def _stopping_answer(self, execution_id: str | None) -> Answer:
         body = failure_body(
             "Server is stopping; the call was abandoned, retry on another instance",
-            {"executionId": None, "errorKind": "unavailable"},
+            {"executionId": execution_id, "errorKind": "unavailable"},
         )
         return self._refused(
             Answer(503, body, {"Retry-After": "1", "Connection": "close"}, "unavailable")

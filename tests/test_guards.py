@@ -289,3 +289,15 @@ async def test_a_replay_is_logged_without_running_the_function(
     assert record.getMessage() == "Function 'add' not run again for a retry (stored answer)"
     assert record.execution_id == "l-1"  # type: ignore[attr-defined]
     assert len(registry.runs) == 1
+
+
+async def test_a_repeated_credential_header_counts_once_and_alike_on_both_transports(
+    secured_app: Quart,
+) -> None:
+    body = {"executionId": "dup-1", "functionName": "whoami", "args": {}}
+    response = await secured_app.test_client().post(
+        "/exec",
+        json=body,
+        headers=[("X-API-Key", SECRET_KEY), ("X-API-Key", "wrong-key-000000")],  # type: ignore[arg-type]
+    )
+    assert response.status_code == 200  # the first header counts, as Quart's headers.get says

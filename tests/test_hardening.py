@@ -178,6 +178,22 @@ async def test_a_newline_in_a_function_name_cannot_forge_a_text_log_line(
     assert "\\x1b[2J" in lines[0]
 
 
+async def test_unicode_line_breaks_and_c1_controls_are_escaped_too(
+    registry: FunctionRegistry,
+) -> None:
+    stream = io.StringIO()
+    configure_logging(quick(), stream=stream)
+    try:
+        invoker = Invoker(registry, quick())
+        await invoker.invoke(ExecRequest("id", "a\x85FAKE\u2028LINE\u2029X\x9b[2J", {}))
+    finally:
+        logging.getLogger().handlers.clear()
+    text = stream.getvalue()
+    assert len(text.splitlines()) == 1
+    for escaped in ("\\x85", "\\u2028", "\\u2029", "\\x9b"):
+        assert escaped in text
+
+
 async def test_405_answers_carry_an_allow_header(registry: FunctionRegistry) -> None:
     app = create_app(registry, quick(), configure_logs=False)
     async with app.test_app():

@@ -170,8 +170,32 @@ async def test_a_forced_stop_answers_calls_in_flight_with_503_json(
     answer = await task
     assert answer is not None
     assert answer.status == 503
-    assert json.loads(answer.body)["metadata"]["errorKind"] == "unavailable"
+    assert json.loads(answer.body)["metadata"] == {"executionId": "e", "errorKind": "unavailable"}
     assert pipeline.in_flight == 0
+
+
+async def test_a_forced_stop_answers_parsed_and_whole_body_calls_too(
+    registry: FunctionRegistry, pipeline: CallPipeline
+) -> None:
+    started = asyncio.Event()
+
+    @registry.function()
+    async def hold() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    parsed = asyncio.create_task(
+        pipeline.serve_request(ExecRequest("ws-1", "hold", {}), CallMeta(trigger="websocket"))
+    )
+    whole = asyncio.create_task(pipeline.serve_body(envelope("hold", "amqp-1"), CallMeta()))
+    await started.wait()
+    while pipeline.in_flight < 2:  # noqa: ASYNC110 - polls a counter, not an event
+        await asyncio.sleep(0.005)
+    assert pipeline.abort_in_flight() == 2
+    answers = [await parsed, await whole]
+    assert [a.status for a in answers] == [503, 503]
+    ids = [json.loads(a.body)["metadata"]["executionId"] for a in answers]
+    assert ids == ["ws-1", "amqp-1"]
 
 
 async def test_a_detached_call_runs_to_its_end_when_the_client_goes_away(
