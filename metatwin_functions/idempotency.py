@@ -195,12 +195,19 @@ class InMemoryIdempotencyStore:
     """
 
     def __init__(
-        self, ttl: float, max_entries: int, clock: Callable[[], float] = time.monotonic
+        self,
+        ttl: float,
+        max_entries: int,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_bytes: int | None = None,
     ) -> None:
-        if ttl <= 0 or max_entries < 1:
-            raise ValueError("an idempotency store needs ttl > 0 and max_entries >= 1")
+        if ttl <= 0 or max_entries < 1 or (max_bytes is not None and max_bytes < 1):
+            raise ValueError("an idempotency store needs ttl > 0, max_entries and max_bytes >= 1")
         self._ttl = ttl
         self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._clock = clock
         self._running: dict[str, _Call] = {}
         # Insertion order is expiry order (one TTL for all), so the oldest sit at the front.
@@ -225,6 +232,7 @@ class InMemoryIdempotencyStore:
             if answer.expires > self._clock():
                 return answer.reservation if answer.fingerprint == fingerprint else _CONFLICT
             del self._answers[execution_id]
+            self._bytes -= len(answer.reservation.body)
         self._running[execution_id] = _Call(fingerprint)
         return _ACQUIRED
 
@@ -240,6 +248,11 @@ class InMemoryIdempotencyStore:
         if store and body is not None:
             self._remember(execution_id, fingerprint, body)
 
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes of the answers kept (expired ones not yet dropped included)."""
+        return self._bytes
+
     def _remember(self, execution_id: str, fingerprint: bytes, body: bytes) -> None:
         answers = self._answers
         now = self._clock()
@@ -247,15 +260,30 @@ class InMemoryIdempotencyStore:
             oldest = next(iter(answers.values()))
             if oldest.expires > now:
                 break
-            answers.popitem(last=False)
-        answers.pop(execution_id, None)
+            self._drop_oldest()
+        previous = answers.pop(execution_id, None)
+        if previous is not None:
+            self._bytes -= len(previous.reservation.body)
+        if self._max_bytes is not None and len(body) > self._max_bytes:
+            return  # larger than the whole budget: a retry runs again rather than evict all
         answers[execution_id] = _Answer(fingerprint, body, now + self._ttl)
-        while len(answers) > self._max_entries:
-            answers.popitem(last=False)
+        self._bytes += len(body)
+        while len(answers) > self._max_entries or (
+            self._max_bytes is not None and self._bytes > self._max_bytes
+        ):
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        _, dropped = self._answers.popitem(last=False)
+        self._bytes -= len(dropped.reservation.body)
 
 
 def build_idempotency_store(settings: Settings) -> IdempotencyStore | None:
     """The store ``CRBR_IDEMPOTENCY_*`` asks for, or ``None`` when ``CRBR_IDEMPOTENCY_TTL=0``."""
     if settings.idempotency_ttl == 0:
         return None
-    return InMemoryIdempotencyStore(settings.idempotency_ttl, settings.idempotency_max_entries)
+    return InMemoryIdempotencyStore(
+        settings.idempotency_ttl,
+        settings.idempotency_max_entries,
+        max_bytes=settings.idempotency_max_bytes,
+    )

@@ -84,6 +84,8 @@ class Settings(BaseModel):
     # Idempotency on executionId.
     idempotency_ttl: float = Field(default=300.0, ge=0)
     idempotency_max_entries: int = Field(default=10_000, ge=1)
+    #: Bytes of stored answers at most (oldest evicted first), so large results cannot fill RAM.
+    idempotency_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
 
     # Observability.
     metrics_enabled: bool = True

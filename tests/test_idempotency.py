@@ -303,3 +303,21 @@ async def test_built_store_honours_the_size_setting() -> None:
         await store.complete(name, FP, body(name), store=True)
     assert isinstance(await store.reserve("e-1", FP), Acquired)
     assert isinstance(await store.reserve("e-2", FP), Stored)
+
+
+async def test_stored_answers_are_bounded_in_bytes_too_oldest_first() -> None:
+    from metatwin_functions.idempotency import InMemoryIdempotencyStore, Stored
+
+    store = InMemoryIdempotencyStore(300, 1000, max_bytes=3000)
+    for n in range(5):
+        key = f"big-{n}"
+        await store.reserve(key, b"fp")
+        await store.complete(key, b"fp", b"x" * 1000, store=True)
+    assert store.stored_bytes <= 3000
+    assert len(store) == 3
+    assert not isinstance(await store.reserve("big-0", b"fp"), Stored)  # evicted: runs again
+    assert isinstance(await store.reserve("big-4", b"fp"), Stored)
+    await store.reserve("huge", b"fp")
+    await store.complete("huge", b"fp", b"y" * 5000, store=True)  # over the whole budget
+    assert not isinstance(await store.reserve("huge", b"fp"), Stored)
+    assert isinstance(await store.reserve("big-4", b"fp"), Stored)  # nothing evicted for it
