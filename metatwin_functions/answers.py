@@ -34,6 +34,8 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     #: The ``errorKind`` of a refusal (None for calls that ran: see the body's metadata).
     rejected: ErrorKind | None = None
+    #: W3C trace context of the call's span (``traceparent``...), for the events it publishes.
+    trace: dict[str, str] | None = None
 
 
 def rejection_answer(error: CallRejectedError, execution_id: str | None) -> Answer:

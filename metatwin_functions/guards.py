@@ -60,25 +60,52 @@ class CallObservation:
     call's trace; `finish` records the outcome. A class, not a generator: it runs on every call.
     """
 
-    __slots__ = ("_function", "_metrics", "_span", "_started", "outcome")
+    __slots__ = (
+        "_function",
+        "_label",
+        "_metrics",
+        "_span",
+        "_started",
+        "_tracer",
+        "outcome",
+        "trace",
+    )
 
-    def __init__(self, function: str, metrics: CallMetrics | None, span: CallSpan | None) -> None:
+    def __init__(
+        self,
+        function: str,
+        metrics: CallMetrics | None,
+        span: CallSpan | None,
+        tracer: CallTracer | None = None,
+    ) -> None:
         self._function = function
         self._metrics = metrics
         self._span = span
+        self._tracer = tracer
         self._started = time.perf_counter()
+        self._label: str | None = None
         self.outcome: CallOutcome | None = None
+        #: The span's W3C trace context, for the events the call publishes (None untraced).
+        self.trace: dict[str, str] | None = None
         if metrics is not None:
             metrics.call_started(function)
 
     def __enter__(self) -> CallObservation:
         if self._span is not None:
             self._span.__enter__()
+            if self._tracer is not None:
+                headers: dict[str, str] = {}
+                self._tracer.inject(headers)
+                self.trace = headers or None
         return self
 
     def finish(self, outcome: CallOutcome) -> None:
         """Record how the call ended."""
         self.outcome = outcome
+
+    def replayed(self) -> None:
+        """The call was answered without running: a stored answer or a joined duplicate."""
+        self._label = "replayed"
 
     def __exit__(
         self,
@@ -90,12 +117,12 @@ class CallObservation:
         if span is not None:
             span.__exit__(exc_type, exc, traceback)
         outcome = self.outcome
-        label = "cancelled" if outcome is None else outcome.outcome
+        label = self._label or ("cancelled" if outcome is None else outcome.outcome)
         if span is not None:
             error: BaseException | str | None = None
             if outcome is not None and outcome.error is not None:
                 error = outcome.error.__cause__ or outcome.error.message
-            span.finish(label, error if outcome is not None else exc)
+            span.finish(label, error if outcome is not None or self._label else exc)
         if self._metrics is not None:
             duration = time.perf_counter() - self._started
             self._metrics.call_finished(self._function, label, duration)
@@ -158,7 +185,7 @@ class CallGuards:
         spec = self.registry.get(request.function_name, request.version)
         if spec is None:  # answered as not found; nothing to reserve or limit
             missing = await invoke(request, caller, meta)
-            return Answer(200, missing.body)
+            return Answer(200, missing.body, trace=missing.trace)
         # A schedule tick (the deployment's own) and an AMQP message (the broker's permissions
         # guard the queue) run whatever roles the function has.
         if spec.roles and not meta.trusted and meta.trigger != "schedule":
@@ -178,8 +205,8 @@ class CallGuards:
             if isinstance(reservation, Acquired):
                 break
             if isinstance(reservation, Stored):
-                self._replayed(spec.name, execution_id, "stored answer")
-                return Answer(200, replayed_body(reservation.body))
+                trace = self._replayed(request, meta, "stored answer")
+                return Answer(200, replayed_body(reservation.body), trace=trace)
             if isinstance(reservation, Conflict):
                 raise IdempotencyConflictError(
                     f"executionId '{execution_id}' was already used for another call "
@@ -187,8 +214,8 @@ class CallGuards:
                 )
             joined = await reservation.wait()  # the same call is running: join it
             if joined is not None:
-                self._replayed(spec.name, execution_id, "joined the running call")
-                return Answer(200, joined)
+                trace = self._replayed(request, meta, "joined the running call")
+                return Answer(200, joined, trace=trace)
             # It ended without an answer (cancelled): reserve again.
         answer: Answer | None = None
         outcome: CallOutcome | None = None
@@ -242,29 +269,30 @@ class CallGuards:
         limits = self.limits
         if limits is None:
             outcome = await invoke(request, caller, meta)
-            return Answer(200, outcome.body), outcome
+            return Answer(200, outcome.body, trace=outcome.trace), outcome
         lease = limits.acquire(spec)  # raises the 429s
         try:
             outcome = await invoke(request, caller, meta)
         finally:
             lease.release()
-        return Answer(200, outcome.body), outcome
+        return Answer(200, outcome.body, trace=outcome.trace), outcome
 
-    def _replayed(self, function: str, execution_id: str, how: str) -> None:
-        if logger.isEnabledFor(logging.INFO):
-            logger.info(
-                "Function '%s' not run again for a retry (%s)",
-                function,
-                how,
-                extra={
-                    "status": "replayed",
-                    "execution_id": execution_id,
-                    "function_name": function,
-                },
-            )
-        if self.metrics is not None:
-            self.metrics.call_started(function)
-            self.metrics.call_finished(function, "replayed", 0.0)
+    def _replayed(self, request: ExecRequest, meta: CallMeta, how: str) -> dict[str, str] | None:
+        # Counted, spanned and logged as a call of its own, whose outcome is "replayed".
+        with self.observe_call(request, meta) as observed:
+            observed.replayed()
+            if logger.isEnabledFor(logging.INFO):
+                logger.info(
+                    "Function '%s' not run again for a retry (%s)",
+                    request.function_name,
+                    how,
+                    extra={
+                        "status": "replayed",
+                        "execution_id": request.execution_id,
+                        "function_name": request.function_name,
+                    },
+                )
+        return observed.trace
 
     def observe_call(self, request: ExecRequest, meta: CallMeta) -> CallObservation:
         """Metrics and (when tracing is on) the span around one call."""
@@ -279,7 +307,7 @@ class CallGuards:
             span = tracer.start_call(
                 request.function_name, request.execution_id, meta.trigger, carrier
             )
-        return CallObservation(request.function_name, self.metrics, span)
+        return CallObservation(request.function_name, self.metrics, span, tracer)
 
     async def aclose(self) -> None:
         """Release what the guards hold (the JWKS refresh, the span exporter)."""

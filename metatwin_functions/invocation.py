@@ -56,6 +56,8 @@ class CallOutcome:
     body: bytes
     duration: float
     error: InvocationError | None = None
+    #: W3C trace context of the call's span, when calls are traced.
+    trace: dict[str, str] | None = None
 
     @property
     def outcome(self) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -97,7 +98,7 @@ class CallPipeline:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._aborting = False
         #: Told of every HTTP call that ran (for ``CRBR_PUBLISH_HTTP_EXECUTIONS``); must not block.
-        self.on_http_call: Callable[[ExecRequest, bytes], None] | None = None
+        self.on_http_call: Callable[[ExecRequest, Answer], None] | None = None
 
     # -- admission -------------------------------------------------------------------------
 
@@ -240,7 +241,7 @@ class CallPipeline:
         except CallRejectedError as error:
             return self._refused(rejection_answer(error, request.execution_id))
         if self.on_http_call is not None and meta.trigger == "http":
-            self.on_http_call(request, answer.body)
+            self.on_http_call(request, answer)
         return answer
 
     async def _invoke(
@@ -252,6 +253,8 @@ class CallPipeline:
                 request, caller, cold_start=cold, timeout=meta.timeout, sink=meta.sink
             )
             observed.finish(outcome)
+        if observed.trace is not None:
+            outcome = dataclasses.replace(outcome, trace=observed.trace)
         return outcome
 
     # -- refusals --------------------------------------------------------------------------

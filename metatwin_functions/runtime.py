@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic_core import from_json
 
+from .answers import Answer
 from .envelope import ExecRequest
 from .guards import CallGuards
 from .invocation import Invoker
@@ -32,6 +33,11 @@ if TYPE_CHECKING:
 __all__ = ["FunctionRuntime", "RuntimeState", "runtimes_of"]
 
 RuntimeState = Literal["starting", "ready", "draining", "stopped"]
+
+#: How long the execution completed event of a schedule tick or an HTTP call is tried again
+#: while the broker does not confirm it, seconds (AMQP calls keep their message until it is).
+COMPLETED_EVENT_PATIENCE = 30.0
+_COMPLETED_RETRY_DELAY = 0.5
 EXTENSION_KEY = "metatwin_functions"
 #: ``app.extensions`` key of a broker the serving hooks hand the runtime (the test kit's).
 BROKER_KEY = "metatwin_functions.broker"
@@ -170,7 +176,7 @@ class FunctionRuntime:
             scheduled,
             self.pipeline,
             leadership,
-            publish=lambda request, body: self.publish_completed(request, body, "schedule"),
+            publish=lambda request, answer: self.publish_completed(request, answer, "schedule"),
             clock=self._schedule_clock,
             metrics=self.metrics,
         )
@@ -213,33 +219,49 @@ class FunctionRuntime:
     async def publish_completed(
         self,
         request: ExecRequest,
-        body: bytes,
+        answer: Answer,
         trigger: Literal["amqp", "schedule", "http"],
-        headers: dict[str, str] | None = None,
+        *,
+        patience: float = COMPLETED_EVENT_PATIENCE,
     ) -> bool:
-        """Publish the execution completed event of a call answered with ``body``.
+        """Publish the execution completed event of a call and its ``answer``.
 
-        True once the broker confirmed and routed it; False when events are off or the broker
-        did not take it (never raises).
+        The event carries the call's ``traceparent``. It is tried again while the broker does
+        not confirm it (an outage, a nack), for at most ``patience`` seconds. True once the
+        broker confirmed it (routed, or returned as unroutable: publishing again would change
+        nothing); False when events are off or the patience ran out. Never raises.
         """
         events = self.events
         if events is None:
             return False
-        answer = from_json(body)
-        return await events.publish_execution_completed(
-            execution_id=request.execution_id,
-            function_name=request.function_name,
-            trigger=trigger,
-            success=bool(answer.get("success")),
-            result=answer.get("result"),
-            error=answer.get("error"),
-            metadata=answer.get("metadata"),
-            headers=headers,
-        )
+        body = from_json(answer.body)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience
+        while True:
+            result = await events.publish_execution_completed_result(
+                execution_id=request.execution_id,
+                function_name=request.function_name,
+                trigger=trigger,
+                success=bool(body.get("success")),
+                result=body.get("result"),
+                error=body.get("error"),
+                metadata=body.get("metadata"),
+                headers=answer.trace,
+            )
+            if result != "failed":
+                return True
+            if loop.time() >= deadline or self.state == "stopped":
+                logger.warning(
+                    "Execution completed event of %r not confirmed by the broker in %g s: given up",
+                    request.execution_id,
+                    patience,
+                )
+                return False
+            await asyncio.sleep(min(_COMPLETED_RETRY_DELAY, max(0.0, deadline - loop.time())))
 
-    def _publish_http_call(self, request: ExecRequest, body: bytes) -> None:
+    def _publish_http_call(self, request: ExecRequest, answer: Answer) -> None:
         # The request path never awaits the broker: the event goes out beside the answer.
-        task = asyncio.create_task(self.publish_completed(request, body, "http"))
+        task = asyncio.create_task(self.publish_completed(request, answer, "http"))
         self._publishing.add(task)
         task.add_done_callback(self._publishing.discard)
 
@@ -251,6 +273,16 @@ class FunctionRuntime:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        # The consumer's cancel is started first and sent at the drain's first await, so the
+        # broker stops handing this replica messages; HTTP is refused at once meanwhile, and
+        # a message that still arrives is held unsettled and requeued (see amqp.consumer).
+        cancelling = (
+            asyncio.ensure_future(
+                self.amqp.stop_consuming(min(timeout, self.settings.connection_timeout))
+            )
+            if self.amqp is not None
+            else None
+        )
         if self.state == "ready":
             self.state = "draining"
             self.draining.set()
@@ -259,8 +291,8 @@ class FunctionRuntime:
             )
         if self.scheduler is not None:
             await self.scheduler.pause()  # another replica takes the schedules
-        if self.amqp is not None:
-            await self.amqp.stop_consuming(min(timeout, self.settings.connection_timeout))
+        if cancelling is not None:
+            await cancelling
         idle = await self.pipeline.wait_idle(max(0.0, deadline - loop.time()))
         if self.amqp is not None:  # their answers and acks go out after the pipeline's part
             idle = await self.amqp.wait_idle(max(0.0, deadline - loop.time())) and idle

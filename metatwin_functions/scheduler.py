@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic_core import from_json
 
+from .answers import Answer
 from .envelope import ExecRequest
 from .leadership import Leadership
 from .pipeline import CallMeta, CallPipeline
@@ -44,7 +45,7 @@ _MAX_SLEEP = 30.0
 #: Most ticks counted as missed after a stall before jumping straight to now.
 _MAX_MISSED = 1000
 
-Publish = Callable[[ExecRequest, bytes], Awaitable[bool]]
+Publish = Callable[[ExecRequest, Answer], Awaitable[bool]]
 
 
 class Clock(Protocol):
@@ -245,7 +246,7 @@ class Scheduler:
         succeeded = from_json(answer.body).get("success") is True
         scheduled.last_status = "success" if succeeded else "error"
         if self._publish is not None:
-            await self._publish(request, answer.body)
+            await self._publish(request, answer)
 
     def _count(self, name: str, result: str) -> None:
         if self._ticks is not None:

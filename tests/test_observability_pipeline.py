@@ -168,3 +168,75 @@ async def test_a_call_is_a_span_continuing_the_callers_trace(
     assert ok.attributes["faas.invocation_id"] == "tr-1"
     assert ok.attributes["faas.trigger"] == "http"
     assert failed.status.status_code is StatusCode.ERROR
+
+
+async def test_a_replay_is_a_span_of_its_own_with_outcome_replayed(
+    app: Quart, spans: InMemorySpanExporter
+) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    runtimes_of(app)["metatwin_functions"].guards.tracer = OtelCallTracer(provider)
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    headers = {"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"}
+    body = {"executionId": "rp-1", "functionName": "add", "args": {"a": 1, "b": 1}}
+    await post(app, body, headers)
+    await post(app, body, headers)
+    first, replay = spans.get_finished_spans()
+    assert replay.name == "add"
+    assert f"{replay.context.trace_id:032x}" == trace_id
+    assert replay.attributes is not None
+    assert replay.attributes["faas.invocation_id"] == "rp-1"
+    assert replay.status.status_code is not StatusCode.ERROR
+    assert replay.context.span_id != first.context.span_id
+
+
+async def test_completed_events_carry_the_calls_own_traceparent(
+    registry: FunctionRegistry, spans: InMemorySpanExporter
+) -> None:
+    from metatwin_functions.events import COMPLETED_PAYLOAD_TYPE
+    from metatwin_functions.testing import FunctionTestClient
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    settings = quick(publish_http_executions=True, enable_events=True)
+    async with FunctionTestClient(registry, settings) as client:
+        client.runtime.guards.tracer = OtelCallTracer(provider)
+        await client.call(
+            "add",
+            a=2,
+            b=3,
+            execution_id="tp-1",
+            headers={"traceparent": f"00-{caller_trace}-00f067aa0ba902b7-01"},
+        )
+        [event] = await client.wait_for_event(COMPLETED_PAYLOAD_TYPE)
+    [span] = spans.get_finished_spans()
+    traceparent = event.properties.headers["traceparent"]
+    # The event's parent is the call's span, in the caller's trace.
+    assert traceparent == f"00-{caller_trace}-{span.context.span_id:016x}-01"
+
+
+async def test_a_completed_event_is_tried_again_until_the_broker_confirms_it(
+    registry: FunctionRegistry,
+) -> None:
+    from metatwin_functions.answers import Answer
+    from metatwin_functions.envelope import ExecRequest
+    from metatwin_functions.events import COMPLETED_PAYLOAD_TYPE
+    from metatwin_functions.testing import FunctionTestClient
+
+    async with FunctionTestClient(registry, quick(enable_events=True)) as client:
+        await client.wait_for_event("FunctionsDeploymentHealthyPayload")
+        client.broker.nack()  # the broker refuses every publish for a while
+        asyncio.get_running_loop().call_later(0.6, client.broker.nack, False)
+        body = b'{"success":true,"result":1,"error":null,"metadata":{"executionId":"s-1"}}'
+        delivered = await client.runtime.publish_completed(
+            ExecRequest("s-1", "add", {}), Answer(200, body), "schedule", patience=5
+        )
+        [event] = await client.wait_for_event(COMPLETED_PAYLOAD_TYPE)
+        client.broker.nack()
+        gave_up = await client.runtime.publish_completed(
+            ExecRequest("s-2", "add", {}), Answer(200, body), "schedule", patience=0.3
+        )
+    assert delivered is True
+    assert event.envelope["payload"]["trigger"] == "schedule"
+    assert gave_up is False
