@@ -34,6 +34,10 @@ __all__ = ["JwtVerifier", "build_jwt_verifier", "roles_from_claims"]
 
 #: Seconds of clock skew tolerated on ``exp``, ``nbf`` and ``iat``.
 LEEWAY = 30
+
+#: Where the caller's identity is read, in this order: a service token from a client-credentials
+#: grant may name its client (``azp``, ``client_id``) instead of a user (``sub``).
+SUBJECT_CLAIMS = ("sub", "azp", "client_id")
 DEFAULT_ALGORITHMS = ("RS256", "ES256")
 
 PublicKey = (
@@ -46,6 +50,14 @@ _KEY_TYPES: dict[str, tuple[type, ...]] = {
     "Ed": (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey),
 }
 _MISMATCH = "Token algorithm does not fit its signing key"
+
+
+def _subject_of(claims: dict[str, Any]) -> str | None:
+    for name in SUBJECT_CLAIMS:
+        value = claims.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +88,7 @@ class JwtVerifier:
         self._issuer = issuer
         self._audience = audience
         self._roles_claim = roles_claim
-        self._required = ["exp", "sub"]
+        self._required = ["exp"]
         self._required += ["iss"] if issuer is not None else []
         self._required += ["aud"] if audience is not None else []
 
@@ -110,9 +122,9 @@ class JwtVerifier:
             raise UnauthorizedError(_reason(exc)) from None
         except (TypeError, ValueError):
             raise UnauthorizedError("Malformed token") from None
-        subject = claims.get("sub")
-        if not isinstance(subject, str) or not subject:
-            raise UnauthorizedError("Token has an empty 'sub' claim")
+        subject = _subject_of(claims)
+        if subject is None:
+            raise UnauthorizedError("Token names no subject ('sub', 'azp' or 'client_id')")
         roles = roles_from_claims(claims, self._roles_claim)
         return Principal(subject=subject, roles=roles, claims=MappingProxyType(claims))
 
