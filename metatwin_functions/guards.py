@@ -198,7 +198,7 @@ class CallGuards:
             return unguarded
         execution_id = request.execution_id
         fingerprint = call_fingerprint(
-            spec.name, request.version, request.args, None if caller is None else caller.subject
+            spec.name, spec.version, request.args, None if caller is None else caller.subject
         )
         while True:
             reservation = await store.reserve(execution_id, fingerprint)
