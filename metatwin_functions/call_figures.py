@@ -7,20 +7,18 @@ calls on the event loop's thread only, so plain integers do, for a fraction of t
 collector hands prometheus-client the same families (``..._calls_total``,
 ``..._call_duration_seconds``, ``..._calls_in_flight``) when ``/metrics`` is scraped. Under
 prometheus-client's multiprocess mode its own objects are used instead (see `metrics`).
+
+Nothing of prometheus-client is imported until the first scrape: counting needs none of it.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.utils import floatToGoString
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 __all__ = ["CallFigures", "FunctionFigures"]
 
@@ -51,11 +49,23 @@ class CallFigures:
         outcomes: The outcomes shown (at 0) for every function from the start.
     """
 
-    def __init__(self, prefix: str, bounds: Sequence[float], outcomes: Sequence[str]) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        bounds: Sequence[float],
+        outcomes: Sequence[str],
+        *,
+        reasons: Sequence[str] = (),
+        events: Sequence[tuple[str, str]] = (),
+    ) -> None:
         self._prefix = prefix
         self._bounds = tuple(bounds)
         self._outcomes = tuple(outcomes)
         self._functions: dict[str, FunctionFigures] = {}
+        #: Requests refused before a call began, by reason (every known reason shows at 0).
+        self.rejected: dict[str, int] = dict.fromkeys(reasons, 0)
+        #: Events published, by (event, result).
+        self.events: dict[tuple[str, str], int] = dict.fromkeys(events, 0)
 
     def function(self, name: str) -> FunctionFigures:
         """The figures of ``name`` (created on first use)."""
@@ -78,12 +88,28 @@ class CallFigures:
         figures.buckets[bisect_left(self._bounds, duration)] += 1
         figures.total_seconds += duration
 
+    def reject(self, reason: str) -> None:
+        """A request was refused before any call began."""
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+    def published(self, event: str, result: str) -> None:
+        """An event was published with ``result``."""
+        key = (event, result)
+        self.events[key] = self.events.get(key, 0) + 1
+
     def describe(self) -> Iterable[Metric]:
         """Nothing up front: the families are built at each scrape."""
         return ()
 
     def collect(self) -> Iterator[Metric]:
-        """The three families, from the counts at this moment."""
+        """The families, from the counts at this moment."""
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+        from prometheus_client.utils import floatToGoString
+
         prefix = self._prefix
         calls = CounterMetricFamily(
             f"{prefix}_calls", "Calls by function and outcome.", labels=("function", "outcome")
@@ -111,3 +137,19 @@ class CallFigures:
         yield calls
         yield duration
         yield in_flight
+        rejected = CounterMetricFamily(
+            f"{prefix}_requests_rejected",
+            "Requests refused before any function ran, by reason.",
+            labels=("reason",),
+        )
+        for reason, count in list(self.rejected.items()):
+            rejected.add_metric((reason,), count)
+        yield rejected
+        events = CounterMetricFamily(
+            f"{prefix}_events_published",
+            "Events published to RabbitMQ, by event and result.",
+            labels=("event", "result"),
+        )
+        for (event, result), count in list(self.events.items()):
+            events.add_metric((event, result), count)
+        yield events

@@ -1,36 +1,33 @@
 """Prometheus metrics of a function service: the hooks the call pipeline calls, and ``/metrics``.
 
-`PrometheusMetrics` keeps its own `CollectorRegistry` (two apps in one process do not clash) and
-precomputes the labelled children of every registered function, so that a call costs two dict
-lookups and four lock-protected additions (a few microseconds). Figures that are states rather
-than counts (sync threads busy, broker connected, last healthy event) are read from callables at
-scrape time. Under ``PROMETHEUS_MULTIPROC_DIR`` the counts, the histogram and the in-flight gauge
-are aggregated over every process of the server (prometheus-client's multiprocess mode).
+`PrometheusMetrics` counts calls, refusals and events in plain numbers on the event loop (see
+`call_figures`: a call costs a few dict and integer operations, no lock), and hands them to
+prometheus-client only when ``/metrics`` is scraped, through its own `CollectorRegistry` (two apps
+in one process do not clash) with prometheus-client's process, platform and GC collectors.
+Nothing of prometheus-client is imported before that (or before `PrometheusMetrics.prepare`, which
+the runtime runs in a thread once serving has started), so start-up does not pay for it.
+Figures that are states rather than counts (sync threads busy, broker connected, last healthy
+event) are read from callables at scrape time. Under ``PROMETHEUS_MULTIPROC_DIR`` the counts, the
+histogram and the in-flight gauge are aggregated over every process of the server
+(prometheus-client's multiprocess mode, `metrics_multiprocess`).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Final, Protocol
-
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    values,
-)
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.gc_collector import GCCollector
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
+from typing import TYPE_CHECKING, Final, Protocol
 
 from .call_figures import CallFigures, FunctionFigures
 from .registry import FunctionRegistry
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import Metric
+
+    from .metrics_multiprocess import MultiprocessFigures
 
 __all__ = ["CallMetrics", "NullMetrics", "PrometheusMetrics"]
 
@@ -97,20 +94,15 @@ class NullMetrics:
         """Record nothing."""
 
 
-class _FunctionFigures:
-    """The labelled children of one ``function`` label value, resolved once."""
-
-    __slots__ = ("calls", "duration", "in_flight", "name")
-
-    def __init__(self, name: str, calls: Counter, duration: Histogram, in_flight: Gauge) -> None:
-        self.name = name
-        self.calls = {outcome: calls.labels(name, outcome) for outcome in OUTCOMES}
-        self.duration = duration.labels(name)
-        self.in_flight = in_flight.labels(name)
+def multiprocess_mode() -> bool:
+    """True when prometheus-client's multiprocess mode is on (as it decides it, by variable)."""
+    # prometheus-client still reads the lower-case spelling too (deprecated).
+    legacy = "prometheus_multiproc_dir"
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get(legacy))
 
 
 class PrometheusMetrics:
-    """`CallMetrics` recorded with prometheus-client, exposed by `exposition`.
+    """`CallMetrics` exposed in Prometheus' formats by `exposition`.
 
     Args:
         registry: the functions served; only their names are used as ``function`` labels.
@@ -119,7 +111,7 @@ class PrometheusMetrics:
         rabbitmq_connected: whether the broker connection is up right now.
         last_healthy_timestamp: Unix time of the last delivered healthy event, None if none yet.
 
-    ``collector_registry`` is the prometheus-client registry scraped: register your own metrics
+    `collector_registry` is the prometheus-client registry scraped: register your own metrics
     there to serve them on the same ``/metrics``.
     """
 
@@ -133,142 +125,112 @@ class PrometheusMetrics:
         last_healthy_timestamp: Callable[[], float | None],
     ) -> None:
         self._functions = registry
-        # prometheus-client chose shared-file values when it was imported, by the same variable.
-        self.multiprocess = values.ValueClass is not values.MutexValue
-        # The metric objects are never registered in the global REGISTRY: in one process they go
-        # into our own registry, under multiprocess mode they write to the shared files only and
-        # the scrape reads those files back.
-        self._calls = Counter(
-            f"{PREFIX}_calls",
-            "Calls by function and outcome.",
-            ("function", "outcome"),
-            registry=None,
-        )
-        self._duration = Histogram(
-            f"{PREFIX}_call_duration_seconds",
-            "Duration of calls, from admission to the answer.",
-            ("function",),
-            buckets=DURATION_BUCKETS,
-            registry=None,
-        )
-        self._in_flight = Gauge(
-            f"{PREFIX}_calls_in_flight",
-            "Calls running now.",
-            ("function",),
-            multiprocess_mode="livesum",
-            registry=None,
-        )
-        self._rejected = Counter(
-            f"{PREFIX}_requests_rejected",
-            "Requests refused before any function ran, by reason.",
-            ("reason",),
-            registry=None,
-        )
-        self._events = Counter(
-            f"{PREFIX}_events_published",
-            "Events published to RabbitMQ, by event and result.",
-            ("event", "result"),
-            registry=None,
-        )
-        self._figures = {
-            name: _FunctionFigures(name, self._calls, self._duration, self._in_flight)
-            for name in [*registry.names, UNKNOWN_FUNCTION]
-        }
-        self._unknown = self._figures[UNKNOWN_FUNCTION]
-        self._rejections = {reason: self._rejected.labels(reason) for reason in REJECTION_REASONS}
-        self._published = {
-            (event, result): self._events.labels(event, result)
-            for event in EVENTS
-            for result in EVENT_RESULTS
-        }
-
-        self.collector_registry = CollectorRegistry()
+        self._settings = settings
+        self._sync_threads_busy = sync_threads_busy
+        self._rabbitmq_connected = rabbitmq_connected
+        self._last_healthy_timestamp = last_healthy_timestamp
+        self._registry: CollectorRegistry | None = None
+        self._registry_lock = threading.Lock()
+        events = tuple((event, result) for event in EVENTS for result in EVENT_RESULTS)
+        self.multiprocess = multiprocess_mode()
+        self._shared: MultiprocessFigures | None = None
         if self.multiprocess:
-            MultiProcessCollector(self.collector_registry)  # type: ignore[no-untyped-call]
-        else:
-            # One process: calls are counted in plain numbers on the event loop (see
-            # `call_figures`), several times cheaper than the locked metric objects.
-            self._fast = CallFigures(PREFIX, DURATION_BUCKETS, OUTCOMES)
-            self._fast_figures = {
-                name: self._fast.function(name) for name in [*registry.names, UNKNOWN_FUNCTION]
-            }
-            self.call_started = self._fast_started  # type: ignore[method-assign]
-            self.call_finished = self._fast_finished  # type: ignore[method-assign]
-            self.collector_registry.register(self._fast)
-            self.collector_registry.register(self._rejected)
-            self.collector_registry.register(self._events)
-        ProcessCollector(registry=self.collector_registry)
-        PlatformCollector(registry=self.collector_registry)
-        GCCollector(registry=self.collector_registry)
-        self.collector_registry.register(
-            _StateCollector(
-                settings,
-                sync_threads_busy=sync_threads_busy,
-                rabbitmq_connected=rabbitmq_connected,
-                last_healthy_timestamp=last_healthy_timestamp,
+            from .metrics_multiprocess import MultiprocessFigures
+
+            shared = self._shared = MultiprocessFigures(
+                registry,
+                prefix=PREFIX,
+                unknown=UNKNOWN_FUNCTION,
+                outcomes=OUTCOMES,
+                buckets=DURATION_BUCKETS,
+                reasons=REJECTION_REASONS,
+                events=events,
             )
+            self.call_started = shared.call_started  # type: ignore[method-assign]
+            self.call_finished = shared.call_finished  # type: ignore[method-assign]
+            self.rejected = shared.rejected  # type: ignore[method-assign]
+            self.event_published = shared.event_published  # type: ignore[method-assign]
+            return
+        self._figures = CallFigures(
+            PREFIX, DURATION_BUCKETS, OUTCOMES, reasons=REJECTION_REASONS, events=events
         )
+        self._by_name = {
+            name: self._figures.function(name) for name in [*registry.names, UNKNOWN_FUNCTION]
+        }
 
-    def _function(self, name: str) -> _FunctionFigures:
-        figures = self._figures.get(name)
-        if figures is not None:
-            return figures
-        # Registered after start-up (rare): give it its own children; anything else is unknown.
-        if name in self._functions:
-            figures = _FunctionFigures(name, self._calls, self._duration, self._in_flight)
-            self._figures[name] = figures
-            return figures
-        return self._unknown
-
-    def _fast_figures_of(self, name: str) -> FunctionFigures:
-        figures = self._fast_figures.get(name)
+    def _figures_of(self, name: str) -> FunctionFigures:
+        figures = self._by_name.get(name)
         if figures is None:
+            # Registered after start-up (rare): its own figures; anything else is unknown.
             key = name if name in self._functions else UNKNOWN_FUNCTION
-            figures = self._fast_figures[key] = self._fast.function(key)
+            figures = self._by_name[key] = self._figures.function(key)
         return figures
-
-    def _fast_started(self, function: str) -> None:
-        self._fast_figures_of(function).in_flight += 1
-
-    def _fast_finished(self, function: str, outcome: str, duration: float) -> None:
-        self._fast.finished(self._fast_figures_of(function), outcome, duration)
 
     def call_started(self, function: str) -> None:
         """Count ``function`` in flight (under ``<unknown>`` if it is not registered)."""
-        self._function(function).in_flight.inc()
+        self._figures_of(function).in_flight += 1
 
     def call_finished(self, function: str, outcome: str, duration: float) -> None:
         """Count the call under ``outcome`` and observe its duration; ends `call_started`."""
-        figures = self._function(function)
-        figures.in_flight.dec()
-        figures.duration.observe(duration)
-        counter = figures.calls.get(outcome)
-        if counter is None:
-            # Outcomes come from the SDK's own vocabulary, never from a caller: still counted.
-            counter = figures.calls[outcome] = self._calls.labels(figures.name, outcome)
-        counter.inc()
+        self._figures.finished(self._figures_of(function), outcome, duration)
 
     def rejected(self, reason: str) -> None:
         """Count a request refused before any call began."""
-        counter = self._rejections.get(reason)
-        if counter is None:
-            counter = self._rejections[reason] = self._rejected.labels(reason)
-        counter.inc()
+        self._figures.reject(reason)
 
     def event_published(self, event: str, result: str) -> None:
         """Count one publication of ``event`` that ended ``delivered``/``failed``/``unroutable``."""
-        counter = self._published.get((event, result))
-        if counter is None:
-            counter = self._published[event, result] = self._events.labels(event, result)
-        counter.inc()
+        self._figures.published(event, result)
+
+    @property
+    def collector_registry(self) -> CollectorRegistry:
+        """The registry scraped (built, and prometheus-client imported, on first use)."""
+        if self._registry is None:
+            with self._registry_lock:
+                if self._registry is None:
+                    self._registry = self._build_registry()
+        return self._registry
+
+    def prepare(self) -> None:
+        """Import prometheus-client and build the registry now (the runtime does it in a
+        thread once serving has started), so the first scrape is as quick as the others."""
+        _ = self.collector_registry
+
+    def _build_registry(self) -> CollectorRegistry:
+        from prometheus_client import CollectorRegistry
+        from prometheus_client.gc_collector import GCCollector
+        from prometheus_client.platform_collector import PlatformCollector
+        from prometheus_client.process_collector import ProcessCollector
+
+        collectors = CollectorRegistry()
+        if self.multiprocess:
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            MultiProcessCollector(collectors)  # type: ignore[no-untyped-call]
+        else:
+            collectors.register(self._figures)
+        ProcessCollector(registry=collectors)
+        PlatformCollector(registry=collectors)
+        GCCollector(registry=collectors)
+        collectors.register(
+            _StateCollector(
+                self._settings,
+                sync_threads_busy=self._sync_threads_busy,
+                rabbitmq_connected=self._rabbitmq_connected,
+                last_healthy_timestamp=self._last_healthy_timestamp,
+            )
+        )
+        return collectors
 
     def close(self) -> None:
         """At the end of serving: under multiprocess mode, drop this process's live gauges."""
-        if self.multiprocess:
-            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+        if self._shared is not None:
+            self._shared.close()
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """The scrape body and its content type: OpenMetrics if ``accept`` asks for it."""
+        from prometheus_client.exposition import choose_encoder
+
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.collector_registry), content_type
 
@@ -297,6 +259,8 @@ class _StateCollector:
         return ()
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
         info = GaugeMetricFamily(
             f"{PREFIX}_info",
             "Version and deployment of this function service.",

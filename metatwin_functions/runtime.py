@@ -90,6 +90,7 @@ class FunctionRuntime:
         self.amqp: ExecConsumer | None = None
         self._amqp_starting: asyncio.Task[None] | None = None
         self._watchdog = LoopWatchdog(self.invoker.async_calls)
+        self._preparing_metrics: asyncio.Task[None] | None = None
         # feat/versions: schedules (None when no function has one).
         self.scheduler: Scheduler | None = None
         self._schedule_clock = schedule_clock  # tests drive ticks with their own clock
@@ -121,6 +122,13 @@ class FunctionRuntime:
         # Here rather than in the app, so a host app that mounts the blueprint hears it too.
         self.settings.warn_unknown_variables()
         self._watchdog.start()
+        metrics = self.metrics
+        if metrics is not None:
+            # prometheus-client is loaded in a thread, beside serving: calls are counted without
+            # it, and the first scrape then finds it ready.
+            self._preparing_metrics = asyncio.create_task(
+                asyncio.to_thread(metrics.prepare), name="metatwin-functions-metrics-prepare"
+            )
         if self._events_wanted:
             self._events_starting = asyncio.create_task(
                 self._start_events(), name="metatwin-functions-events-start"

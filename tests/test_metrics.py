@@ -393,3 +393,26 @@ def test_dashboard_and_alerts_query_only_metrics_that_exist(
 
     assert {source for source, _ in queried} == {"dashboard", "alerts"}
     assert [(source, name) for source, name in queried if name not in exposed] == []
+
+
+def test_counting_calls_imports_nothing_of_prometheus_client_before_a_scrape() -> None:
+    code = (
+        "import sys\n"
+        "from metatwin_functions import FunctionRegistry, Settings, create_app\n"
+        "from metatwin_functions.runtime import FunctionRuntime\n"
+        "registry = FunctionRegistry()\n"
+        "registry.register(lambda a: a, name='f')\n"
+        "settings = Settings(enable_events=False, _env_file=None)\n"
+        "create_app(registry, settings, configure_logs=False)\n"
+        "runtime = FunctionRuntime(registry, settings)\n"
+        "runtime.metrics.call_started('f'); runtime.metrics.call_finished('f', 'success', 0.1)\n"
+        "runtime.metrics.rejected('too_large')\n"
+        "assert 'prometheus_client' not in sys.modules, 'imported before the scrape'\n"
+        "body, _ = runtime.metrics.exposition(None)\n"
+        'assert b\'metatwin_functions_calls_total{function="f",outcome="success"} 1.0\' in body\n'
+        "assert b'metatwin_functions_requests_rejected_total{reason=\"too_large\"} 1.0' in body\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
