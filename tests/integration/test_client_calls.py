@@ -159,6 +159,22 @@ def test_cli_calls_a_deployment_over_amqp(
     assert (code, answer["result"], answer["metadata"]["executionId"]) == (0, "Echo: hi", "cli-1")
 
 
+def test_cli_over_amqp_takes_the_deployment_and_exchange_from_dotenv(
+    server: ServerProcess,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (tmp_path / ".env").write_text(
+        f"CRBR_DEPLOYMENT_ID={DEPLOYMENT}\nCRBR_RABBITMQ_EXCHANGE={EXCHANGE}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CRBR_DEPLOYMENT_ID", raising=False)
+    monkeypatch.delenv("CRBR_RABBITMQ_EXCHANGE", raising=False)
+    code, answer = _cli(["call", "--amqp", BROKER_URL, "echo", "message=env"], capsys)
+    assert (code, answer["result"]) == (0, "Echo: env")
+
+
 def test_cli_says_when_no_deployment_answers(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["call", "--amqp", BROKER_URL, "--deployment-id", "nobody", "--exchange", "amq.topic"]
     assert main([*argv, "echo", "message=hi"]) == 2
