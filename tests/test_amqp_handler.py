@@ -45,6 +45,14 @@ class RecordingSettlement:
         return True
 
 
+class LostAckSettlement(RecordingSettlement):
+    """A channel that goes away right after the reply: the ack never reaches the broker."""
+
+    async def ack(self) -> bool:
+        self.settled.append("ack")
+        return False
+
+
 @dataclass
 class ScriptedEvents:
     """Completed events: records each and answers ``result``."""
@@ -188,6 +196,52 @@ async def test_a_message_redelivered_more_than_the_limit_is_answered_and_dead_le
     assert "delivered 4 times" in answer["error"]
     assert correlation_id == "e-3"
     assert events.published == []
+
+
+async def test_a_success_whose_ack_kept_getting_lost_is_answered_from_the_store_past_the_limit(
+    events: ScriptedEvents,
+) -> None:
+    registry = FunctionRegistry()
+    runs: list[int] = []
+
+    @registry.function()
+    def once(a: int) -> int:
+        runs.append(a)
+        return a * 10
+
+    @registry.function()
+    def fails(a: int) -> int:
+        runs.append(a)
+        raise ValueError("no")
+
+    runtime = FunctionRuntime(registry, make_settings())
+    await runtime.start()
+    try:
+        handler = MessageHandler(runtime.pipeline, events, max_deliveries=2)
+        body = envelope("once", {"a": 7}, "e-lost-acks")
+        for count in range(4):  # the last delivery is over the limit
+            settle = LostAckSettlement()
+            delivery = Delivery(body, reply_to="rq", headers={"x-delivery-count": count})
+            disposition = await handler.handle(delivery, settle)
+        assert disposition == "unsettled"  # acked, but the ack was lost once more
+        assert settle.settled == ["ack"]
+        [(_, answer, _)] = settle.replies
+        assert answer["success"] is True
+        assert answer["result"] == 70
+        assert answer["metadata"]["replayed"] is True
+        assert events.published[-1]["answer"]["result"] == 70
+        assert runs == [7]
+
+        # A failure is not stored: past the limit it is still dead-lettered, not run again.
+        failing = envelope("fails", {"a": 1}, "e-fails")
+        await handler.handle(Delivery(failing, reply_to="rq"), LostAckSettlement())
+        settle = LostAckSettlement()
+        past = Delivery(failing, reply_to="rq", headers={"x-delivery-count": 3})
+        assert await handler.handle(past, settle) == "dead_lettered"
+        assert settle.replies[0][1]["metadata"]["errorKind"] == "delivery_limit"
+        assert runs == [7, 1]
+    finally:
+        await runtime.stop()
 
 
 async def test_a_message_redelivered_up_to_the_limit_still_runs(handler: MessageHandler) -> None:
