@@ -37,7 +37,7 @@ from ..events.aiopika import describe_refusal
 from ..events.connection import OutageLog, backoff_delay, broker_address
 from ..pipeline import CallPipeline
 from ..settings import Settings
-from .delivery import Delivery
+from .delivery import Delivery, posix_timestamp
 from .handler import CompletedEvents, MessageHandler, ReplyResult
 from .topology import declare_topology
 
@@ -323,6 +323,7 @@ class ExecConsumer:
             headers=message.headers,
             expiration=_seconds(message.expiration),
             redelivered=bool(message.redelivered),
+            timestamp=posix_timestamp(message.timestamp),
         )
         try:
             await self.handler.handle(delivery, settle)

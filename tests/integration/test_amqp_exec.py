@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -240,6 +241,21 @@ async def test_the_message_expiration_bounds_the_call(
     await start_runtime()
     await caller.publish(
         {"executionId": "t-1", "functionName": "sleepy", "args": {"seconds": 5}}, expiration=0.3
+    )
+    await caller.wait_replies(1, timeout=3)
+    answer = caller.body(caller.replies[0])
+    assert answer["metadata"]["errorKind"] == "timeout"
+
+
+async def test_the_time_a_message_spent_queued_is_taken_off_its_deadline(
+    start_runtime: StartRuntime, caller: AmqpCaller
+) -> None:
+    await start_runtime()
+    # Published (say) 5 s ago with a 5.5 s limit: about a second is left, not 5.5.
+    await caller.publish(
+        {"executionId": "t-2", "functionName": "sleepy", "args": {"seconds": 4}},
+        expiration=5.5,
+        timestamp=time.time() - 5,
     )
     await caller.wait_replies(1, timeout=3)
     answer = caller.body(caller.replies[0])
