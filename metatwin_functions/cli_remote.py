@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 from collections.abc import Sequence
 from typing import Any
 
 from .client import AmqpFunctionClient, FunctionResponse, HttpFunctionClient
+from .errors import ConfigurationError
+from .settings import load_settings
 
-__all__ = ["add_remote_arguments", "call_remote", "parse_arguments"]
+__all__ = ["add_remote_arguments", "amqp_target", "call_remote", "parse_arguments"]
 
 
 def add_remote_arguments(call: argparse.ArgumentParser) -> None:
@@ -25,13 +26,13 @@ def add_remote_arguments(call: argparse.ArgumentParser) -> None:
     target.add_argument("--amqp", help="the broker, e.g. amqp://guest:guest@127.0.0.1/")
     remote.add_argument(
         "--deployment-id",
-        default=os.environ.get("CRBR_DEPLOYMENT_ID") or "local-dev",
-        help="AMQP: the deployment to call (default: CRBR_DEPLOYMENT_ID or local-dev)",
+        help="AMQP: the deployment to call (default: CRBR_DEPLOYMENT_ID, from the environment "
+        "or .env, else local-dev)",
     )
     remote.add_argument(
         "--exchange",
-        default=os.environ.get("CRBR_RABBITMQ_EXCHANGE") or "event.exchange",
-        help="AMQP: the exchange (default: CRBR_RABBITMQ_EXCHANGE or event.exchange)",
+        help="AMQP: the exchange (default: CRBR_RABBITMQ_EXCHANGE, from the environment or .env, "
+        "else event.exchange)",
     )
     remote.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
     remote.add_argument("--execution-id", help="the executionId (default: a new UUID)")
@@ -58,6 +59,26 @@ def parse_arguments(pairs: Sequence[str], json_args: str) -> dict[str, Any]:
         except json.JSONDecodeError:
             arguments[key] = text
     return arguments
+
+
+def amqp_target(args: argparse.Namespace) -> tuple[str, str]:
+    """The deployment id and exchange of ``call --amqp``: the options, else the settings.
+
+    The settings are read as ``serve`` reads them (the environment, then ``.env``), so a call
+    from a project directory reaches the deployment configured there.
+    """
+    deployment_id: str | None = args.deployment_id
+    exchange: str | None = args.exchange
+    if deployment_id is None or exchange is None:
+        try:
+            settings = load_settings()
+        except ConfigurationError as exc:
+            raise SystemExit(
+                f"error: {exc} (or give --deployment-id and --exchange explicitly)"
+            ) from exc
+        deployment_id = deployment_id or settings.deployment_id
+        exchange = exchange or settings.rabbitmq_exchange
+    return deployment_id, exchange
 
 
 def call_remote(args: argparse.Namespace) -> int:
@@ -91,10 +112,11 @@ async def _call(args: argparse.Namespace, name: str, arguments: dict[str, Any]) 
             args.url, api_key=args.api_key, bearer=args.token, timeout=args.timeout
         )
         return await http.call(name, arguments, **options)
+    deployment_id, exchange = amqp_target(args)
     async with AmqpFunctionClient(
         args.amqp,
-        deployment_id=args.deployment_id,
-        exchange=args.exchange,
+        deployment_id=deployment_id,
+        exchange=exchange,
         timeout=args.timeout,
     ) as amqp:
         return await amqp.call(name, arguments, **options)

@@ -14,7 +14,8 @@ dependency; it suits tests, scripts and the CLI, not high-rate traffic (use a po
 there). AMQP uses aio-pika (a dependency already), imported when the AMQP client is first used:
 an exclusive, auto-deleted reply queue per client, one ``correlation_id`` per call, publisher
 confirms and ``mandatory`` (a deployment nobody consumes for is an error at once, not a timeout),
-and the call's deadline as the message's ``expiration`` (the consumer bounds the call by it).
+and the call's deadline as the message's ``expiration`` with the publishing time as its
+``timestamp`` (the consumer bounds the call by the expiration less the time it spent queued).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import urllib.request
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -280,6 +282,8 @@ class AmqpFunctionClient:
             correlation_id=correlation_id,
             reply_to=self._reply_queue,
             expiration=deadline,
+            # Lets the consumer take the time queued off the deadline (whole seconds on the wire).
+            timestamp=datetime.now(UTC),
             headers={"traceparent": traceparent} if traceparent else None,
         )
         try:

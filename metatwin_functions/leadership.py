@@ -206,15 +206,26 @@ class BrokerLeadership:
         `PROBE_TIMEOUT` s makes a cut-off leader step down well before that, so two replicas
         never run the schedules at once.
         """
-        while not connection.is_closed:
-            try:
-                await asyncio.wait_for(
-                    channel.declare_queue(self.queue_name, passive=True), PROBE_TIMEOUT
-                )
-            except Exception:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_closed(connection), PROBE_INTERVAL)
+        # One event and one close callback for the whole lead, removed when it ends: a
+        # callback per probe would pile up on the connection (a leak, one a second).
+        closed = asyncio.Event()
+
+        def on_close(*_: object) -> None:
+            closed.set()
+
+        connection.close_callbacks.add(on_close)
+        try:
+            while not connection.is_closed and not closed.is_set():
+                try:
+                    await asyncio.wait_for(
+                        channel.declare_queue(self.queue_name, passive=True), PROBE_TIMEOUT
+                    )
+                except Exception:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(closed.wait(), PROBE_INTERVAL)
+        finally:
+            connection.close_callbacks.discard(on_close)
 
     def _set_leader(self, leader: bool) -> None:
         if leader == self._leader:
@@ -236,12 +247,3 @@ class BrokerLeadership:
     @staticmethod
     def _jittered(delay: float) -> float:
         return delay * random.uniform(0.75, 1.25)
-
-
-async def _closed(connection: AbstractConnection) -> None:
-    """Return once ``connection`` closed (its callback, or a look every half second)."""
-    closed = asyncio.Event()
-    connection.close_callbacks.add(lambda *_: closed.set())
-    while not connection.is_closed and not closed.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(closed.wait(), 0.5)

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from metatwin_functions import FunctionRegistry, Settings
-from metatwin_functions.amqp.delivery import Delivery
+from metatwin_functions.amqp.delivery import Delivery, posix_timestamp
 from metatwin_functions.amqp.handler import EventResult, MessageHandler, ReplyResult
 from metatwin_functions.runtime import FunctionRuntime
 
@@ -43,6 +45,14 @@ class RecordingSettlement:
     async def dead_letter(self) -> bool:
         self.settled.append("dead_letter")
         return True
+
+
+class LostAckSettlement(RecordingSettlement):
+    """A channel that goes away right after the reply: the ack never reaches the broker."""
+
+    async def ack(self) -> bool:
+        self.settled.append("ack")
+        return False
 
 
 @dataclass
@@ -188,6 +198,52 @@ async def test_a_message_redelivered_more_than_the_limit_is_answered_and_dead_le
     assert "delivered 4 times" in answer["error"]
     assert correlation_id == "e-3"
     assert events.published == []
+
+
+async def test_a_success_whose_ack_kept_getting_lost_is_answered_from_the_store_past_the_limit(
+    events: ScriptedEvents,
+) -> None:
+    registry = FunctionRegistry()
+    runs: list[int] = []
+
+    @registry.function()
+    def once(a: int) -> int:
+        runs.append(a)
+        return a * 10
+
+    @registry.function()
+    def fails(a: int) -> int:
+        runs.append(a)
+        raise ValueError("no")
+
+    runtime = FunctionRuntime(registry, make_settings())
+    await runtime.start()
+    try:
+        handler = MessageHandler(runtime.pipeline, events, max_deliveries=2)
+        body = envelope("once", {"a": 7}, "e-lost-acks")
+        for count in range(4):  # the last delivery is over the limit
+            settle = LostAckSettlement()
+            delivery = Delivery(body, reply_to="rq", headers={"x-delivery-count": count})
+            disposition = await handler.handle(delivery, settle)
+        assert disposition == "unsettled"  # acked, but the ack was lost once more
+        assert settle.settled == ["ack"]
+        [(_, answer, _)] = settle.replies
+        assert answer["success"] is True
+        assert answer["result"] == 70
+        assert answer["metadata"]["replayed"] is True
+        assert events.published[-1]["answer"]["result"] == 70
+        assert runs == [7]
+
+        # A failure is not stored: past the limit it is still dead-lettered, not run again.
+        failing = envelope("fails", {"a": 1}, "e-fails")
+        await handler.handle(Delivery(failing, reply_to="rq"), LostAckSettlement())
+        settle = LostAckSettlement()
+        past = Delivery(failing, reply_to="rq", headers={"x-delivery-count": 3})
+        assert await handler.handle(past, settle) == "dead_lettered"
+        assert settle.replies[0][1]["metadata"]["errorKind"] == "delivery_limit"
+        assert runs == [7, 1]
+    finally:
+        await runtime.stop()
 
 
 async def test_a_message_redelivered_up_to_the_limit_still_runs(handler: MessageHandler) -> None:
@@ -354,3 +410,42 @@ async def test_an_amqp_call_span_is_a_pubsub_consumer_child_of_the_message_trace
     assert format(span.context.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
     assert format(span.parent.span_id, "016x") == "b7ad6b7169203331"
     exporter.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("expiration", "queued", "deadline"),
+    [
+        (30.0, 0.4, 30.0),  # within the timestamp's resolution: nothing surely spent
+        (30.0, 10.0, 21.0),  # 10 s in the queue (1 s of it may be truncation)
+        (30.0, 40.0, 1.0),  # clocks apart: never less than the floor
+        (0.3, 5.0, 0.3),  # ... nor more than the caller's whole limit
+        (30.0, -5.0, 30.0),  # a timestamp from the future (skew) takes nothing off
+    ],
+)
+def test_the_deadline_of_a_message_is_its_expiration_less_the_time_it_spent_queued(
+    expiration: float, queued: float, deadline: float
+) -> None:
+    published = 1_800_000_000.0
+    delivery = Delivery(b"{}", expiration=expiration, timestamp=published)
+    assert delivery.deadline(now=published + queued) == pytest.approx(deadline)
+
+
+def test_without_a_timestamp_the_deadline_is_the_whole_expiration() -> None:
+    assert Delivery(b"{}", expiration=12.0).deadline(now=0.0) == 12.0
+    assert Delivery(b"{}", timestamp=5.0).deadline(now=100.0) is None
+
+
+def test_the_call_meta_timeout_takes_off_the_time_queued() -> None:
+    delivery = Delivery(b"{}", expiration=30.0, timestamp=time.time() - 11.0)
+    timeout = delivery.call_meta().timeout
+    assert timeout is not None
+    assert 19.0 <= timeout <= 20.5
+
+
+def test_an_amqp_timestamp_property_becomes_posix_seconds() -> None:
+    aware = datetime(2027, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert posix_timestamp(aware) == aware.timestamp()
+    assert posix_timestamp(aware.replace(tzinfo=None)) == aware.timestamp()  # naive is UTC
+    assert posix_timestamp(1_800_000_000) == 1_800_000_000.0
+    assert posix_timestamp(None) is None
+    assert posix_timestamp("yesterday") is None

@@ -4,10 +4,12 @@ errors a call gets when nothing answers."""
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
-from metatwin_functions.cli_remote import parse_arguments
+from metatwin_functions.cli import build_parser
+from metatwin_functions.cli_remote import amqp_target, parse_arguments
 from metatwin_functions.client import FunctionResponse, HttpFunctionClient, exec_envelope
 from metatwin_functions.errors import ClientError, MetaTwinFunctionsError
 
@@ -71,3 +73,25 @@ async def test_an_http_call_to_nothing_listening_is_a_client_error() -> None:
     client = HttpFunctionClient(f"http://127.0.0.1:{port}", timeout=2)
     with pytest.raises(ClientError, match="cannot reach"):
         await client.call("add_numbers", {"a": 1, "b": 2})
+
+
+def test_cli_amqp_options_win_over_the_environment_and_dotenv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text("CRBR_DEPLOYMENT_ID=dep-42\nCRBR_RABBITMQ_EXCHANGE=my.ex\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CRBR_DEPLOYMENT_ID", raising=False)
+    monkeypatch.setenv("CRBR_RABBITMQ_EXCHANGE", "env.ex")
+    parse = build_parser().parse_args
+    assert amqp_target(parse(["call", "--amqp", "amqp://h/", "f"])) == ("dep-42", "env.ex")
+    given = parse(["call", "--amqp", "amqp://h/", "--deployment-id", "d", "--exchange", "x", "f"])
+    assert amqp_target(given) == ("d", "x")
+
+
+def test_cli_amqp_with_a_bad_dotenv_says_what_is_wrong(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text("CRBR_RABBITMQ_PORT=not-a-port\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="CRBR_RABBITMQ_PORT"):
+        amqp_target(build_parser().parse_args(["call", "--amqp", "amqp://h/", "f"]))

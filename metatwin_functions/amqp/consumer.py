@@ -37,13 +37,17 @@ from ..events.aiopika import describe_refusal
 from ..events.connection import OutageLog, backoff_delay, broker_address
 from ..pipeline import CallPipeline
 from ..settings import Settings
-from .delivery import Delivery
+from .delivery import Delivery, posix_timestamp
 from .handler import CompletedEvents, MessageHandler, ReplyResult
 from .topology import declare_topology
 
 __all__ = ["ExecConsumer"]
 
 logger = logging.getLogger("metatwin_functions.amqp")
+
+#: At most this many seconds a refused message waits for the consumer's cancel before it goes
+#: back to the queue anyway (a drain cancels within ``CRBR_CONNECTION_TIMEOUT``).
+_HOLD_LIMIT = 30.0
 
 
 class ExecConsumer:
@@ -76,6 +80,14 @@ class ExecConsumer:
         self._task: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Task[None]] = set()
         self._idle: asyncio.Event | None = None
+        #: Set once no consumer of ours is registered any more (its cancel confirmed, or none
+        #: to cancel); messages refused meanwhile are held until then, never bounced.
+        self._cancelled = asyncio.Event()
+        #: Serialises cancels, so a second stop waits for the first one's confirmation.
+        self._cancel_lock = asyncio.Lock()
+        #: True while ``queue.consume`` is in flight: a stop then leaves the cancel to `_open`.
+        self._registering = False
+        self.handler.hold_refused = self._until_cancelled
 
     def __repr__(self) -> str:
         return f"ExecConsumer({self.queue_name!r}, consuming={self.consuming})"
@@ -101,19 +113,38 @@ class ExecConsumer:
             self._task = asyncio.create_task(self._run(), name="metatwin-functions-amqp-exec")
 
     async def stop_consuming(self, timeout: float) -> None:
-        """Cancel the consumer (the broker sends no more messages); calls in flight go on."""
+        """Cancel the consumer (the broker sends no more messages); calls in flight go on.
+
+        Messages refused meanwhile (the runtime drains) go back to the queue once the broker
+        confirmed the cancel, so that none comes straight back to this replica.
+        """
         self._stopping = True
+        async with self._cancel_lock:
+            await self._cancel(timeout)
+
+    async def _cancel(self, timeout: float) -> None:
         queue, tag, was_consuming = self._queue, self._consumer_tag, self.consuming
         self._consuming = False
-        if was_consuming and queue is not None and tag is not None:
-            with contextlib.suppress(Exception, TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await queue.cancel(tag, timeout=timeout)
-            logger.info(
-                "Stopped consuming %r; finishing %d message(s) in flight",
-                self.queue_name,
-                len(self._calls),
-            )
+        self._consumer_tag = None
+        try:
+            if was_consuming and queue is not None and tag is not None:
+                with contextlib.suppress(Exception, TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await queue.cancel(tag, timeout=timeout)
+                logger.info(
+                    "Stopped consuming %r; finishing %d message(s) in flight",
+                    self.queue_name,
+                    len(self._calls),
+                )
+        finally:
+            if not self._registering:  # else `_open` cancels the consumer it is registering
+                self._cancelled.set()
+
+    async def _until_cancelled(self) -> None:
+        """Hold a refused message until no consumer of ours is registered (bounded)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_HOLD_LIMIT):
+                await self._cancelled.wait()
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until every message in hand is settled, at most ``timeout`` s; True if so."""
@@ -227,13 +258,23 @@ class ExecConsumer:
                 connection.close_callbacks.add(on_closed)
                 channel.close_callbacks.add(on_closed)
                 self._connection, self._queue = connection, queue
-                self._consumer_tag = await queue.consume(
-                    functools.partial(self._on_message, channel), no_ack=False, timeout=timeout
-                )
+                self._registering = True
+                try:
+                    self._consumer_tag = await queue.consume(
+                        functools.partial(self._on_message, channel), no_ack=False, timeout=timeout
+                    )
+                finally:
+                    self._registering = False
                 self._consuming = True
-                return True
+            if self._stopping:
+                # A stop came while consume() was in flight: it found no consumer to cancel.
+                async with self._cancel_lock:
+                    await self._cancel(timeout)
+            return True
         except BaseException:
             self._consuming = False
+            if self._stopping:
+                self._cancelled.set()
             with contextlib.suppress(Exception, TimeoutError):
                 async with asyncio.timeout(timeout):
                     await connection.close()
@@ -271,7 +312,8 @@ class ExecConsumer:
 
     async def _serve(self, channel: AbstractChannel, message: AbstractIncomingMessage) -> None:
         settle = _ChannelSettlement(channel, message, self.settings.connection_timeout)
-        if self._stopping:  # arrived between the cancel and its confirmation
+        if self._stopping:  # arrived before the cancel was confirmed: back once it is
+            await self._until_cancelled()
             await settle.requeue()
             return
         delivery = Delivery(
@@ -281,6 +323,7 @@ class ExecConsumer:
             headers=message.headers,
             expiration=_seconds(message.expiration),
             redelivered=bool(message.redelivered),
+            timestamp=posix_timestamp(message.timestamp),
         )
         try:
             await self.handler.handle(delivery, settle)

@@ -1,14 +1,16 @@
 """One execution message as the consumer sees it, and the answers only AMQP gives (sans-IO).
 
 Built from an AMQP message's body and properties; imports nothing of aio-pika, so the rules
-(what a delivery count means, which correlation id a reply carries, how ``expiration`` bounds a
-call) are tested without a broker.
+(what a delivery count means, which correlation id a reply carries, how ``expiration`` and
+``timestamp`` bound a call) are tested without a broker.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic_core import from_json
@@ -16,10 +18,18 @@ from pydantic_core import from_json
 from ..envelope import MAX_EXECUTION_ID_LENGTH, failure_body
 from ..pipeline import CallMeta
 
-__all__ = ["Delivery", "delivery_limit_body", "function_name_of"]
+__all__ = ["Delivery", "delivery_limit_body", "function_name_of", "posix_timestamp"]
 
 #: The header a quorum queue sets on a redelivery: how many times it was delivered before.
 DELIVERY_COUNT_HEADER = "x-delivery-count"
+
+#: AMQP's ``timestamp`` property counts whole seconds: a message was published up to this much
+#: after its timestamp, so only the queue time beyond it is surely spent.
+TIMESTAMP_RESOLUTION = 1.0
+
+#: The least time a call with an ``expiration`` gets, whatever its timestamp says (clock skew
+#: between the caller's host and ours must not turn a call into an instant timeout).
+MIN_DEADLINE = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +43,8 @@ class Delivery:
     #: The message's ``expiration`` in seconds (its TTL), or None.
     expiration: float | None = None
     redelivered: bool = False
+    #: The message's ``timestamp`` (when it was published), POSIX seconds, or None.
+    timestamp: float | None = None
 
     @property
     def delivery_count(self) -> int:
@@ -59,14 +71,42 @@ class Delivery:
             traceparent=self.header("traceparent"),
             tracestate=self.header("tracestate"),
             trusted=True,
-            timeout=self.expiration,
+            timeout=self.deadline(),
         )
+
+    def deadline(self, now: float | None = None) -> float | None:
+        """The caller's limit on the call, seconds: ``expiration`` less the time spent queued.
+
+        The message's ``expiration`` is the caller's whole timeout, counted from publishing.
+        With a ``timestamp`` the time it waited in the queue (beyond the timestamp's one-second
+        resolution) is taken off, so the call does not run on after the caller gave up; it
+        still gets at least `MIN_DEADLINE` (or its whole ``expiration``, if shorter).
+
+        Args:
+            now: The current POSIX time (default: the clock's).
+        """
+        expiration = self.expiration
+        if expiration is None or self.timestamp is None:
+            return expiration
+        now = time.time() if now is None else now
+        queued = max(now - self.timestamp - TIMESTAMP_RESOLUTION, 0.0)
+        return max(expiration - queued, min(MIN_DEADLINE, expiration))
 
     def reply_correlation_id(self, execution_id: str | None) -> str | None:
         """The reply's ``correlation_id``: the request's, else its executionId."""
         if self.correlation_id:
             return self.correlation_id
         return execution_id or None
+
+
+def posix_timestamp(value: object) -> float | None:
+    """An AMQP ``timestamp`` property (a datetime, UTC when naive, or a number) in POSIX s."""
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return aware.timestamp()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
 
 
 def function_name_of(body: bytes) -> str | None:

@@ -69,6 +69,7 @@ class AmqpCaller:
         correlation_id: str | None = None,
         headers: dict[str, Any] | None = None,
         expiration: float | None = None,
+        timestamp: float | None = None,
     ) -> str | None:
         """Publish one request (persistent, confirmed); returns its correlation id."""
         assert self.channel is not None
@@ -82,6 +83,7 @@ class AmqpCaller:
             correlation_id=correlation_id,
             headers=headers,
             expiration=expiration,
+            timestamp=timestamp,
         )
         await exchange.publish(message, execute_routing_key(self.deployment_id))
         return correlation_id

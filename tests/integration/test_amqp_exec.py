@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -246,6 +247,21 @@ async def test_the_message_expiration_bounds_the_call(
     assert answer["metadata"]["errorKind"] == "timeout"
 
 
+async def test_the_time_a_message_spent_queued_is_taken_off_its_deadline(
+    start_runtime: StartRuntime, caller: AmqpCaller
+) -> None:
+    await start_runtime()
+    # Published (say) 5 s ago with a 5.5 s limit: about a second is left, not 5.5.
+    await caller.publish(
+        {"executionId": "t-2", "functionName": "sleepy", "args": {"seconds": 4}},
+        expiration=5.5,
+        timestamp=time.time() - 5,
+    )
+    await caller.wait_replies(1, timeout=3)
+    answer = caller.body(caller.replies[0])
+    assert answer["metadata"]["errorKind"] == "timeout"
+
+
 async def test_a_reply_queue_that_does_not_exist_does_not_block_the_consumer(
     start_runtime: StartRuntime, caller: AmqpCaller, logs: pytest.LogCaptureFixture
 ) -> None:
@@ -364,3 +380,89 @@ async def test_a_queue_declared_otherwise_is_used_as_it_is_with_a_warning(
     await caller.wait_replies(1)
     assert caller.body(caller.replies[0])["result"] == 5
     assert f"Queue {queue_name!r} exists with other arguments" in logs.text
+
+
+async def test_messages_refused_while_draining_are_held_then_requeued_not_bounced(
+    start_runtime: StartRuntime,
+    caller: AmqpCaller,
+    queue_name: str,
+    eventually: Eventually,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runtime = await start_runtime(amqp_exec_max_deliveries=2)
+    consumer = runtime.amqp
+    assert consumer is not None
+    # A slow drain step: the runtime refuses calls while the consumer is still registered.
+    release = asyncio.Event()
+    stop_consuming = consumer.stop_consuming
+
+    async def slow_stop(timeout: float) -> None:
+        await release.wait()
+        await stop_consuming(timeout)
+
+    monkeypatch.setattr(consumer, "stop_consuming", slow_stop)
+    drained = asyncio.create_task(runtime.drain(10))
+    try:
+        assert await eventually(lambda: runtime.state == "draining", 5)
+        for i in range(4):
+            call = {"executionId": f"held-{i}", "functionName": "add_numbers"}
+            await caller.publish({**call, "args": {"a": i, "b": 0}})
+        assert await eventually(lambda: consumer.in_flight == 4, 5)  # in hand, held unsettled
+        await asyncio.sleep(0.3)  # a bounce loop would reach the delivery limit in milliseconds
+        assert consumer.in_flight == 4
+        assert caller.dead == []
+        assert caller.replies == []
+    finally:
+        release.set()  # whatever happened, the drain (and the runtime's stop) can end
+    async with asyncio.timeout(10):
+        assert await drained is True
+    assert (await caller.queue_state()) == (4, 0)  # back in the queue, nobody consuming
+    assert caller.dead == []  # not dead-lettered
+    assert caller.replies == []  # not run
+    assert caller.channel is not None
+    queue = await caller.channel.get_queue(queue_name, ensure=False)
+    for _ in range(4):
+        message = await queue.get(timeout=5)
+        assert message is not None
+        assert (message.headers or {}).get("x-delivery-count", 0) <= 1
+        await message.nack(requeue=True)
+
+
+async def test_a_stop_during_consume_registration_still_cancels_the_consumer(
+    caller: AmqpCaller,
+    make_settings: Callable[..., Settings],
+    exec_registry: FunctionRegistry,
+    eventually: Eventually,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from metatwin_functions.amqp import ExecConsumer
+
+    runtime = FunctionRuntime(exec_registry, make_settings(amqp_exec_enabled=True))
+    consumer = ExecConsumer(runtime.settings, runtime.pipeline, _NoEvents())
+    registered = aio_pika.Queue.consume
+    stops: list[asyncio.Task[None]] = []
+
+    async def racing_consume(self: aio_pika.Queue, *args: Any, **kwargs: Any) -> str:
+        # The stop arrives after the consumer's "stopping?" check, before consume-ok.
+        stops.append(asyncio.create_task(consumer.stop_consuming(2)))
+        await asyncio.sleep(0)
+        tag: str = await registered(self, *args, **kwargs)
+        return tag
+
+    monkeypatch.setattr(aio_pika.Queue, "consume", racing_consume)
+    await consumer.start()
+    try:
+        assert await eventually(lambda: bool(stops) and stops[0].done(), 10)
+        for _ in range(100):  # the broker may take a moment to drop the consumer
+            if (await caller.queue_state())[1] == 0:
+                break
+            await asyncio.sleep(0.05)  # polling the broker: no event tells
+        assert (await caller.queue_state())[1] == 0
+        assert not consumer.consuming
+    finally:
+        await consumer.close()
+
+
+class _NoEvents:
+    async def publish(self, **_: Any) -> str:
+        return "off"

@@ -130,6 +130,34 @@ async def test_amqp_client_gives_up_at_its_deadline(server: ServerProcess) -> No
         await connection.close()
 
 
+async def test_amqp_client_sends_its_deadline_as_expiration_and_the_publishing_time(
+    server: ServerProcess,
+) -> None:
+    deployment = f"idle-{uuid.uuid4().hex[:6]}"
+    connection = await aio_pika.connect(BROKER_URL)
+    channel = await connection.channel()
+    queue = await channel.declare_queue(exclusive=True)
+    await queue.bind(EXCHANGE, execute_routing_key(deployment))
+    try:
+        async with AmqpFunctionClient(
+            BROKER_URL, deployment_id=deployment, exchange=EXCHANGE
+        ) as client:
+            arrived: asyncio.Future[aio_pika.abc.AbstractIncomingMessage] = (
+                asyncio.get_running_loop().create_future()
+            )
+            await queue.consume(arrived.set_result, no_ack=True)  # before it expires
+            before = time.time()
+            with pytest.raises(ClientTimeoutError):
+                await client.call("add_numbers", {"a": 1, "b": 2}, timeout=0.5)
+        message = await asyncio.wait_for(arrived, 5)
+        assert message.expiration == 0.5
+        assert message.timestamp is not None
+        # Whole seconds on the wire: published at most a second after the timestamp.
+        assert before - 1 <= message.timestamp.timestamp() <= before + 1
+    finally:
+        await connection.close()
+
+
 async def test_amqp_client_to_a_missing_exchange_says_so() -> None:
     client = AmqpFunctionClient(BROKER_URL, exchange=f"missing-{uuid.uuid4().hex}")
     with pytest.raises(ClientError, match="cannot use exchange"):
@@ -157,6 +185,22 @@ def test_cli_calls_a_deployment_over_amqp(
     argv = ["call", "--amqp", BROKER_URL, "--deployment-id", DEPLOYMENT, "--exchange", EXCHANGE]
     code, answer = _cli([*argv, "--execution-id", "cli-1", "echo", "message=hi"], capsys)
     assert (code, answer["result"], answer["metadata"]["executionId"]) == (0, "Echo: hi", "cli-1")
+
+
+def test_cli_over_amqp_takes_the_deployment_and_exchange_from_dotenv(
+    server: ServerProcess,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (tmp_path / ".env").write_text(
+        f"CRBR_DEPLOYMENT_ID={DEPLOYMENT}\nCRBR_RABBITMQ_EXCHANGE={EXCHANGE}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CRBR_DEPLOYMENT_ID", raising=False)
+    monkeypatch.delenv("CRBR_RABBITMQ_EXCHANGE", raising=False)
+    code, answer = _cli(["call", "--amqp", BROKER_URL, "echo", "message=env"], capsys)
+    assert (code, answer["result"]) == (0, "Echo: env")
 
 
 def test_cli_says_when_no_deployment_answers(capsys: pytest.CaptureFixture[str]) -> None:
