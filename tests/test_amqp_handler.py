@@ -384,7 +384,7 @@ def test_the_delivery_count_comes_from_the_quorum_queue_header(
 
 
 async def test_an_amqp_call_span_is_a_pubsub_consumer_child_of_the_message_traceparent(
-    runtime: FunctionRuntime, handler: MessageHandler
+    runtime: FunctionRuntime, handler: MessageHandler, events: ScriptedEvents
 ) -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -409,6 +409,11 @@ async def test_an_amqp_call_span_is_a_pubsub_consumer_child_of_the_message_trace
     assert span.parent is not None
     assert format(span.context.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
     assert format(span.parent.span_id, "016x") == "b7ad6b7169203331"
+    # The completed event is a child of the call's span, not of the message's sender.
+    call_span = format(span.context.span_id, "016x")
+    assert events.published[0]["traceparent"] == (
+        f"00-0af7651916cd43dd8448eb211c80319c-{call_span}-01"
+    )
     exporter.shutdown()
 
 

@@ -126,10 +126,20 @@ class MessageHandler:
             execution_id = (from_json(answer.body).get("metadata") or {}).get("executionId")
             await self._reply(delivery, answer.body, execution_id, settle)
             return "dead_lettered" if await settle.dead_letter() else "unsettled"
-        return await self._answer(delivery, answer.body, settle)
+        return await self._answer(delivery, answer.body, settle, answer.trace)
 
-    async def _answer(self, delivery: Delivery, body: bytes, settle: Settlement) -> Disposition:
-        """Reply and publish the completed event together; ack once both are confirmed."""
+    async def _answer(
+        self,
+        delivery: Delivery,
+        body: bytes,
+        settle: Settlement,
+        trace: dict[str, str] | None = None,
+    ) -> Disposition:
+        """Reply and publish the completed event together; ack once both are confirmed.
+
+        The event carries the call span's ``traceparent`` when calls are traced, else the one
+        the message came with.
+        """
         fields: dict[str, Any] = from_json(body)
         metadata = fields.get("metadata") or {}
         execution_id = metadata.get("executionId")
@@ -139,7 +149,7 @@ class MessageHandler:
             self.events.publish(
                 function_name=function_name,
                 answer=fields,
-                traceparent=delivery.header("traceparent"),
+                traceparent=(trace or {}).get("traceparent") or delivery.header("traceparent"),
             ),
         )
         if replied == "failed" or published == "failed":
