@@ -22,6 +22,7 @@ from .idempotency import (
     Acquired,
     Conflict,
     IdempotencyStore,
+    InMemoryIdempotencyStore,
     Stored,
     build_idempotency_store,
     call_fingerprint,
@@ -156,6 +157,10 @@ class CallGuards:
         )
         if settings.idempotency_ttl == 0:
             self.idempotency = None
+        # The per-process store is called without its coroutines on every call (see guarded).
+        self._local_store = (
+            self.idempotency if isinstance(self.idempotency, InMemoryIdempotencyStore) else None
+        )
         limits = TrafficLimits(settings, registry)
         self.limits = limits if limits.enabled else None
         #: executionIds of the streams running now (a duplicate of one is a conflict).
@@ -200,8 +205,12 @@ class CallGuards:
         fingerprint = call_fingerprint(
             spec.name, spec.version, request.args, None if caller is None else caller.subject
         )
+        local = self._local_store
         while True:
-            reservation = await store.reserve(execution_id, fingerprint)
+            if local is not None:
+                reservation = local.reserve_now(execution_id, fingerprint)
+            else:
+                reservation = await store.reserve(execution_id, fingerprint)
             if isinstance(reservation, Acquired):
                 break
             if isinstance(reservation, Stored):
@@ -225,13 +234,11 @@ class CallGuards:
             # Always completed, so that waiters never hang; a refusal (429) is not an answer
             # for them: they reserve again and meet the limits themselves.
             succeeded = outcome is not None and outcome.error is None
-            joinable = outcome is not None and answer is not None
-            await store.complete(
-                execution_id,
-                fingerprint,
-                answer.body if joinable and answer is not None else None,
-                store=succeeded,
-            )
+            body = answer.body if outcome is not None and answer is not None else None
+            if local is not None:
+                local.complete_now(execution_id, fingerprint, body, store=succeeded)
+            else:
+                await store.complete(execution_id, fingerprint, body, store=succeeded)
         return answer
 
     async def _streamed(

@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeAlias
+from typing import Any, NamedTuple, Protocol, TypeAlias
 
 from pydantic_core import from_json, to_json
 
@@ -173,13 +173,11 @@ class _Call:
             self.future.set_result(body)
 
 
-class _Answer:
-    __slots__ = ("expires", "fingerprint", "reservation")
-
-    def __init__(self, fingerprint: bytes, body: bytes, expires: float) -> None:
-        self.fingerprint = fingerprint
-        self.reservation = Stored(body)
-        self.expires = expires
+class _Answer(NamedTuple):
+    # A tuple: one allocation per stored answer (it is on every call's path).
+    fingerprint: bytes
+    body: bytes
+    expires: float
 
 
 _ACQUIRED = Acquired()
@@ -224,15 +222,19 @@ class InMemoryIdempotencyStore:
 
     async def reserve(self, execution_id: str, fingerprint: bytes) -> Reservation:
         """See `IdempotencyStore.reserve`."""
+        return self.reserve_now(execution_id, fingerprint)
+
+    def reserve_now(self, execution_id: str, fingerprint: bytes) -> Reservation:
+        """`reserve` without the coroutine: this store never waits to reserve (hot path)."""
         call = self._running.get(execution_id)
         if call is not None:
             return Running(call.wait) if call.fingerprint == fingerprint else _CONFLICT
         answer = self._answers.get(execution_id)
         if answer is not None:
             if answer.expires > self._clock():
-                return answer.reservation if answer.fingerprint == fingerprint else _CONFLICT
+                return Stored(answer.body) if answer.fingerprint == fingerprint else _CONFLICT
             del self._answers[execution_id]
-            self._bytes -= len(answer.reservation.body)
+            self._bytes -= len(answer.body)
         self._running[execution_id] = _Call(fingerprint)
         return _ACQUIRED
 
@@ -240,6 +242,12 @@ class InMemoryIdempotencyStore:
         self, execution_id: str, fingerprint: bytes, body: bytes | None, *, store: bool
     ) -> None:
         """See `IdempotencyStore.complete`."""
+        self.complete_now(execution_id, fingerprint, body, store=store)
+
+    def complete_now(
+        self, execution_id: str, fingerprint: bytes, body: bytes | None, *, store: bool
+    ) -> None:
+        """`complete` without the coroutine (hot path)."""
         call = self._running.get(execution_id)
         if call is None or call.fingerprint != fingerprint:
             return
@@ -263,7 +271,7 @@ class InMemoryIdempotencyStore:
             self._drop_oldest()
         previous = answers.pop(execution_id, None)
         if previous is not None:
-            self._bytes -= len(previous.reservation.body)
+            self._bytes -= len(previous.body)
         if self._max_bytes is not None and len(body) > self._max_bytes:
             return  # larger than the whole budget: a retry runs again rather than evict all
         answers[execution_id] = _Answer(fingerprint, body, now + self._ttl)
@@ -275,7 +283,7 @@ class InMemoryIdempotencyStore:
 
     def _drop_oldest(self) -> None:
         _, dropped = self._answers.popitem(last=False)
-        self._bytes -= len(dropped.reservation.body)
+        self._bytes -= len(dropped.body)
 
 
 def build_idempotency_store(settings: Settings) -> IdempotencyStore | None:
