@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .errors import ClientError, ClientTimeoutError
+from .response_views import ExecMetadataViews
 
 if TYPE_CHECKING:
     from aio_pika.abc import (
@@ -46,7 +47,7 @@ __all__ = ["AmqpFunctionClient", "FunctionResponse", "HttpFunctionClient", "exec
 
 
 @dataclass(frozen=True, slots=True)
-class FunctionResponse:
+class FunctionResponse(ExecMetadataViews):
     """The ``/exec`` answer: ``success``, ``result``, ``error``, ``metadata``.
 
     ``status`` is the HTTP status over HTTP (200 for every call that ran; 401, 409, 422, 429 ...
@@ -58,18 +59,6 @@ class FunctionResponse:
     error: str | None
     metadata: dict[str, Any] = field(default_factory=dict)
     status: int | None = None
-
-    @property
-    def execution_id(self) -> str | None:
-        """``metadata.executionId``: the request's, echoed."""
-        value = self.metadata.get("executionId")
-        return value if isinstance(value, str) else None
-
-    @property
-    def error_kind(self) -> str | None:
-        """``metadata.errorKind`` of a failure (``not_found``, ``timeout``, ...), else None."""
-        value = self.metadata.get("errorKind")
-        return value if isinstance(value, str) else None
 
     @classmethod
     def from_body(cls, body: bytes, status: int | None = None) -> FunctionResponse:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MetaTwinFunctionsError
+from ..response_views import ExecMetadataViews
 
 if TYPE_CHECKING:
     from werkzeug.datastructures import Headers
@@ -25,7 +26,7 @@ class CallFailedError(MetaTwinFunctionsError, AssertionError):
 
 
 @dataclass(frozen=True, slots=True)
-class CallResponse:
+class CallResponse(ExecMetadataViews):
     """One ``/exec`` answer as the platform receives it.
 
     Attributes:
@@ -62,30 +63,6 @@ class CallResponse:
             headers=headers,
             body=body,
         )
-
-    @property
-    def execution_id(self) -> str | None:
-        """``metadata.executionId``: the request's, echoed."""
-        value = self.metadata.get("executionId")
-        return value if isinstance(value, str) else None
-
-    @property
-    def error_kind(self) -> str | None:
-        """``metadata.errorKind`` (``not_found``, ``invalid_arguments``, ``timeout``...)."""
-        value = self.metadata.get("errorKind")
-        return value if isinstance(value, str) else None
-
-    @property
-    def error_code(self) -> str | None:
-        """``metadata.errorCode`` where the platform defines one (``MTF-EXECUTION-002``...)."""
-        value = self.metadata.get("errorCode")
-        return value if isinstance(value, str) else None
-
-    @property
-    def duration_ms(self) -> float | None:
-        """``metadata.durationMs``: how long the function ran."""
-        value = self.metadata.get("durationMs")
-        return float(value) if isinstance(value, int | float) else None
 
     def raise_for_error(self) -> CallResponse:
         """Return self if the call succeeded, else raise `CallFailedError` saying why."""
