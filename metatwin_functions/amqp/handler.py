@@ -196,7 +196,7 @@ class MessageHandler:
         if spec is None or not execution_id:
             return None
         # An AMQP call is trusted: no caller, as in the pipeline's own fingerprint of it.
-        fingerprint = call_fingerprint(spec.name, request.version, request.args, None)
+        fingerprint = call_fingerprint(spec.name, spec.version, request.args, None)
         reservation = await store.reserve(execution_id, fingerprint)
         if isinstance(reservation, Stored):
             return replayed_body(reservation.body)
