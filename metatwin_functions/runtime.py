@@ -239,12 +239,17 @@ class FunctionRuntime:
         broker confirmed it (routed, or returned as unroutable: publishing again would change
         nothing); False when events are off or the patience ran out. Never raises.
         """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience
         events = self.events
+        starting = self._events_starting
+        if events is None and starting is not None and not starting.done():
+            # A call served right after start-up, while the events service is still loading.
+            await asyncio.wait({starting}, timeout=patience)
+            events = self.events
         if events is None:
             return False
         body = from_json(answer.body)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + patience
         while True:
             result = await events.publish_execution_completed_result(
                 execution_id=request.execution_id,
@@ -329,6 +334,9 @@ class FunctionRuntime:
                 await self._amqp_starting
         if self.amqp is not None:
             await self.amqp.close()
+        if self._publishing:
+            # Completed events of the last HTTP calls: their current attempt may finish.
+            await asyncio.wait(set(self._publishing), timeout=self.settings.connection_timeout)
         if self.events is not None:
             await self.events.stop()
         await self.guards.aclose()

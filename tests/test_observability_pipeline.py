@@ -240,3 +240,25 @@ async def test_a_completed_event_is_tried_again_until_the_broker_confirms_it(
     assert delivered is True
     assert event.envelope["payload"]["trigger"] == "schedule"
     assert gave_up is False
+
+
+async def test_an_http_call_served_before_the_events_service_is_up_still_publishes(
+    registry: FunctionRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from metatwin_functions.events import COMPLETED_PAYLOAD_TYPE
+    from metatwin_functions.runtime import FunctionRuntime
+    from metatwin_functions.testing import FunctionTestClient
+
+    load_events = FunctionRuntime._start_events
+
+    async def slow_to_load(self: FunctionRuntime) -> None:
+        await asyncio.sleep(0.3)  # as a slow import of the broker client would
+        await load_events(self)
+
+    monkeypatch.setattr(FunctionRuntime, "_start_events", slow_to_load)
+    settings = quick(publish_http_executions=True, enable_events=True)
+    async with FunctionTestClient(registry, settings) as client:
+        assert client.runtime.events is None  # still loading
+        await client.call("add", a=1, b=1, execution_id="early-1")
+        [event] = await client.wait_for_event(COMPLETED_PAYLOAD_TYPE)
+    assert event.envelope["payload"]["executionId"] == "early-1"
