@@ -40,7 +40,7 @@ def create_app(
     config = load_settings() if settings is None else settings
     if configure_logs:
         configure_logging(config)
-    # feat/settings: FunctionsApp.run() binds CRBR_FUNCTIONS_HOST/PORT, without a reloader, and
+    # FunctionsApp.run() binds CRBR_FUNCTIONS_HOST/PORT, without a reloader, and
     # warns about unknown CRBR_* variables when serving starts.
     app = FunctionsApp("metatwin_functions", config, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = config.functions_max_body_size

@@ -69,7 +69,7 @@ def exec_openapi(registry: FunctionRegistry) -> tuple[dict[str, Any], dict[str, 
     """The ``/exec`` operation's request body and responses, and the component schemas they use."""
     components: dict[str, Any] = {}
     variants: list[dict[str, Any]] = []
-    for spec in registry.specs():  # feat/versions: every version is documented
+    for spec in registry.specs():  # every version is documented
         arguments = spec.signature.arguments_schema(ref_template="#/components/schemas/{model}")
         arguments.pop("title", None)
         components.update(arguments.pop("$defs", {}))

@@ -176,7 +176,7 @@ class CallGuards:
         if self.authenticator is None or meta.trusted:
             return None
         if meta.trigger == "schedule":
-            # feat/versions: a tick comes from the deployment itself, never from a client.
+            # a tick comes from the deployment itself, never from a client.
             return SCHEDULER
         principal: Principal = await self.authenticator.authenticate(
             meta.authorization, meta.api_key

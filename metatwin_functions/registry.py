@@ -17,10 +17,9 @@ __all__ = ["Function", "FunctionKind", "FunctionRegistry", "FunctionSpec", "defa
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# --- streams (feat/streams): how a function is run and what it gives back ---
+# --- streams: how a function is run and what it gives back ---
 FunctionKind = Literal["async", "sync", "async_generator", "sync_generator"]
 """``async def``, ``def`` (thread pool), ``async def`` with ``yield``, ``def`` with ``yield``."""
-GENERATOR_KINDS: frozenset[str] = frozenset({"async_generator", "sync_generator"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +38,12 @@ class FunctionSpec:
     max_concurrency: int | None = None
     #: Token-bucket rate limit such as ``"100/s"`` (None: no limit).
     rate_limit: str | None = None
-    # --- versions and schedules (feat/versions) ---
+    # --- versions and schedules ---
     #: PEP 440 version as declared (None: the name has a single, unversioned definition).
     version: str | None = None
     #: When the function runs by itself (None: only when called).
     schedule: Schedule | None = None
-    # --- streams (feat/streams) ---
+    # --- streams ---
     #: How it runs; generators are collected by ``/exec`` and streamed by streams.
     kind: FunctionKind = "sync"
 
@@ -52,7 +51,7 @@ class FunctionSpec:
 class FunctionRegistry:
     """An ordered set of functions, addressed by name and, where declared, by version.
 
-    Iteration semantics (feat/versions): ``for spec in registry``, ``len(registry)`` and `names`
+    Iteration semantics: ``for spec in registry``, ``len(registry)`` and `names`
     see one entry per name, in the order names were first registered, that entry being the
     name's highest version (what a call without ``version`` runs). `specs` lists every version
     of every name; `versions` the versions of one name, ascending.
@@ -211,8 +210,8 @@ def build_spec(
         )
     if rate_limit is not None:
         _check_rate(resolved_name, rate_limit)
-    kind = _kind(func)  # feat/streams: generators are served (collected or streamed)
-    # feat/versions: checked before the signature is read, so a bad version is named first.
+    kind = _kind(func)  # generators are served (collected or streamed)
+    # checked before the signature is read, so a bad version is named first.
     checked_version = None if version is None else check_version(resolved_name, version)
     signature = read_signature(func, resolved_name)
     return FunctionSpec(

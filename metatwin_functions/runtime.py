@@ -91,7 +91,7 @@ class FunctionRuntime:
         self._amqp_starting: asyncio.Task[None] | None = None
         self._watchdog = LoopWatchdog(self.invoker.async_calls)
         self._preparing_metrics: asyncio.Task[None] | None = None
-        # feat/versions: schedules (None when no function has one).
+        # schedules (None when no function has one).
         self.scheduler: Scheduler | None = None
         self._schedule_clock = schedule_clock  # tests drive ticks with their own clock
 
@@ -161,7 +161,7 @@ class FunctionRuntime:
         )
         await self._start_schedules()
 
-    # --- schedules (feat/versions) -------------------------------------------------------
+    # --- schedules -------------------------------------------------------
 
     async def _start_schedules(self) -> None:
         scheduled = [spec for spec in self.registry.specs() if spec.schedule is not None]
@@ -322,7 +322,7 @@ class FunctionRuntime:
         self.state = "stopped"
         await self._watchdog.stop()
         if self.scheduler is not None:
-            await self.scheduler.stop()  # feat/versions: before events, so runs can publish
+            await self.scheduler.stop()  # before events, so runs can publish
         if self._events_starting is not None and not self._events_starting.done():
             self._events_starting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
