@@ -197,6 +197,12 @@ class CallGuards:
             authorize(caller, spec)  # without auth configured, such a function is closed
         if meta.sink is not None and request.execution_id:
             return await self._streamed(spec, request, caller, meta, invoke)
+        if request.execution_id in self.streaming:
+            # A plain call cannot join a stream (its items went to another reader).
+            raise IdempotencyConflictError(
+                f"executionId '{request.execution_id}' is streaming; a stream is neither "
+                "joined nor replayed: use another executionId"
+            )
         store = self.idempotency
         if store is None or not request.execution_id:
             unguarded, _ = await self._limited(spec, request, caller, meta, invoke)

@@ -399,6 +399,9 @@ async def test_a_duplicate_of_a_running_stream_is_a_conflict_and_a_finished_one_
     assert duplicate.status_code == 409
     assert duplicate.json()["metadata"]["errorKind"] == "idempotency_conflict"
     assert "already streaming" in duplicate.json()["error"]
+    plain = await http.post("/exec", json=envelope("gated", "dup-1"))  # not run a second time
+    assert plain.status_code == 409
+    assert plain.json()["metadata"]["errorKind"] == "idempotency_conflict"
     probe.release.set()
     assert [event async for event in running][-1]["success"] is True
     again = await collect(server, "gated", "dup-1")  # not replayed: it runs again
