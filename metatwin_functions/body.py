@@ -50,9 +50,9 @@ async def read_body(
     try:
         with Deadline(asyncio.get_running_loop().time() + timeout):
             chunk, more = await next_chunk()
+            if len(chunk) > limit:
+                raise BodyTooLargeError
             if not more:  # the common case: the whole body in one piece
-                if len(chunk) > limit:
-                    raise BodyTooLargeError
                 return chunk
             received = bytearray(chunk)
             while more:
@@ -62,8 +62,6 @@ async def read_body(
                     raise BodyTooLargeError
     except TimeoutError:
         raise BodyTimeoutError from None
-    if len(received) > limit:
-        raise BodyTooLargeError
     return bytes(received)
 
 

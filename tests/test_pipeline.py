@@ -237,3 +237,13 @@ async def test_amqp_style_bodies_and_parsed_requests_share_the_answers(
     assert bad.rejected == "invalid_envelope"
     parsed = await pipeline.serve_request(ExecRequest("s", "add", {"a": 2, "b": 2}), CallMeta())
     assert json.loads(parsed.body)["result"] == 4
+
+
+async def test_a_first_piece_over_the_limit_is_413_without_waiting_for_the_rest(
+    pipeline: CallPipeline, settings: Settings
+) -> None:
+    big = b"x" * (settings.functions_max_body_size + 1)
+    async with asyncio.timeout(1):  # the rest never comes: the answer must not wait for it
+        answer = await pipeline.serve_http(None, chunks_reader(chunks_of(big, then_wait=True)))
+    assert answer is not None
+    assert answer.status == 413
