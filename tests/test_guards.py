@@ -301,3 +301,21 @@ async def test_a_repeated_credential_header_counts_once_and_alike_on_both_transp
         headers=[("X-API-Key", SECRET_KEY), ("X-API-Key", "wrong-key-000000")],  # type: ignore[arg-type]
     )
     assert response.status_code == 200  # the first header counts, as Quart's headers.get says
+
+
+async def test_docs_can_be_protected_with_the_credentials_of_exec(registry: Any) -> None:
+    settings = quick(auth_api_keys="docs-key-1234567890", auth_protect_docs=True)
+    app = create_app(registry, settings, configure_logs=False)
+    async with app.test_app():
+        client = app.test_client()
+        for path in ("/docs", "/openapi.json"):
+            refused = await client.get(path)
+            assert refused.status_code == 401
+            assert refused.headers["WWW-Authenticate"] == "Bearer"
+            allowed = await client.get(path, headers={"X-API-Key": "docs-key-1234567890"})
+            assert allowed.status_code == 200
+        open_app = create_app(
+            registry, quick(auth_api_keys="docs-key-1234567890"), configure_logs=False
+        )
+    async with open_app.test_app():
+        assert (await open_app.test_client().get("/openapi.json")).status_code == 200
